@@ -1,0 +1,33 @@
+//! gRPC adapters, one file per service: authenticate, decode the request into domain types,
+//! call the domain, encode the answer. No SQL and no business rules live here.
+
+mod convert;
+mod guild_routing;
+mod requests;
+mod sandbox_control;
+mod sync_service;
+
+use std::{pin::Pin, sync::Arc};
+
+use futures::Stream;
+use tonic::{Request, Status};
+
+use crate::{app::App, error::Error};
+
+pub use guild_routing::GuildRoutingApi;
+pub use sandbox_control::SandboxControlApi;
+pub use sync_service::SyncServiceApi;
+
+/// The response stream type of every server-streaming RPC.
+pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// Answers an RPC whose capability a later release builds: authenticated callers get
+/// UNIMPLEMENTED naming the capability.
+async fn unimplemented<T, R>(
+    app: &Arc<App>,
+    request: &Request<T>,
+    capability: &'static str,
+) -> Result<R, Status> {
+    app.principal(request).await?;
+    Err(Error::Unimplemented(capability).into())
+}

@@ -1,0 +1,118 @@
+//! `sandboxd.v1.SyncService`. Every RPC is part of the API already and answers UNIMPLEMENTED
+//! until workspace sync, git and locks land.
+
+use std::sync::Arc;
+
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{ResponseStream, unimplemented};
+use crate::{app::App, proto, proto::sync_service_server::SyncService};
+
+pub struct SyncServiceApi {
+    app: Arc<App>,
+}
+
+impl SyncServiceApi {
+    pub fn new(app: Arc<App>) -> Self {
+        Self { app }
+    }
+}
+
+type Reply<T> = Result<Response<T>, Status>;
+const SYNC: &str = "workspace sync (PushWorkspace, PullWorkspace, GetSyncStatus)";
+const FILES: &str = "workspace file access (ListFiles, ReadFile, WriteFile)";
+const GIT: &str = "git in the workspace (GitPush, GitPull, GitStatus, GitDiff)";
+const LOCKS: &str = "distributed locks (AcquireLock, RenewLock, ReleaseLock)";
+
+#[tonic::async_trait]
+impl SyncService for SyncServiceApi {
+    async fn push_workspace(
+        &self,
+        request: Request<proto::PushWorkspaceRequest>,
+    ) -> Reply<proto::SyncResult> {
+        unimplemented(&self.app, &request, SYNC).await
+    }
+
+    async fn pull_workspace(
+        &self,
+        request: Request<proto::PullWorkspaceRequest>,
+    ) -> Reply<proto::SyncResult> {
+        unimplemented(&self.app, &request, SYNC).await
+    }
+
+    async fn get_sync_status(
+        &self,
+        request: Request<proto::GetSyncStatusRequest>,
+    ) -> Reply<proto::GetSyncStatusResponse> {
+        unimplemented(&self.app, &request, SYNC).await
+    }
+
+    async fn list_files(
+        &self,
+        request: Request<proto::ListFilesRequest>,
+    ) -> Reply<proto::ListFilesResponse> {
+        unimplemented(&self.app, &request, FILES).await
+    }
+
+    type ReadFileStream = ResponseStream<proto::ReadFileResponse>;
+
+    async fn read_file(
+        &self,
+        request: Request<proto::ReadFileRequest>,
+    ) -> Reply<Self::ReadFileStream> {
+        unimplemented(&self.app, &request, FILES).await
+    }
+
+    async fn write_file(
+        &self,
+        request: Request<Streaming<proto::WriteFileRequest>>,
+    ) -> Reply<proto::WriteFileResponse> {
+        unimplemented(&self.app, &request, FILES).await
+    }
+
+    async fn git_push(
+        &self,
+        request: Request<proto::GitPushRequest>,
+    ) -> Reply<proto::GitPushResponse> {
+        unimplemented(&self.app, &request, GIT).await
+    }
+
+    async fn git_pull(
+        &self,
+        request: Request<proto::GitPullRequest>,
+    ) -> Reply<proto::GitPullResponse> {
+        unimplemented(&self.app, &request, GIT).await
+    }
+
+    async fn git_status(
+        &self,
+        request: Request<proto::GitStatusRequest>,
+    ) -> Reply<proto::GitStatusResponse> {
+        unimplemented(&self.app, &request, GIT).await
+    }
+
+    async fn git_diff(
+        &self,
+        request: Request<proto::GitDiffRequest>,
+    ) -> Reply<proto::GitDiffResponse> {
+        unimplemented(&self.app, &request, GIT).await
+    }
+
+    async fn acquire_lock(
+        &self,
+        request: Request<proto::AcquireLockRequest>,
+    ) -> Reply<proto::Lease> {
+        unimplemented(&self.app, &request, LOCKS).await
+    }
+
+    async fn renew_lock(&self, request: Request<proto::RenewLockRequest>) -> Reply<proto::Lease> {
+        unimplemented(&self.app, &request, LOCKS).await
+    }
+
+    async fn release_lock(
+        &self,
+        request: Request<proto::ReleaseLockRequest>,
+    ) -> Reply<proto::ReleaseLockResponse> {
+        unimplemented(&self.app, &request, LOCKS).await
+    }
+}

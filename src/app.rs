@@ -1,0 +1,88 @@
+//! The shared state of one server: config, store, Redis, auth, domain services, readiness.
+
+use std::sync::{
+    Arc,
+    atomic::{AtomicBool, Ordering},
+};
+
+use tonic::Request;
+
+use crate::{
+    auth::{Authenticator, Principal},
+    config::Config,
+    error::{Error, Result},
+    isolation::{RedisNamespace, redis_namespace},
+    sandbox::SandboxManager,
+    store::Store,
+    template::TemplateCatalog,
+};
+
+pub struct App {
+    pub config: Config,
+    pub store: Store,
+    pub redis: RedisNamespace,
+    pub auth: Authenticator,
+    pub sandboxes: SandboxManager,
+    pub templates: Arc<TemplateCatalog>,
+    ready: AtomicBool,
+}
+
+impl App {
+    /// Builds everything without touching the network; the readiness task connects later.
+    pub fn build(config: Config) -> anyhow::Result<Arc<Self>> {
+        let templates = Arc::new(TemplateCatalog::load_dir(
+            &config.templates.dir,
+            &config.sandbox,
+        )?);
+        let store = Store::connect_lazy(&config.database)?;
+        let redis_pool = redis_namespace::build_pool(&config.redis)?;
+        let redis = RedisNamespace::new(redis_pool, config.redis.timeout);
+        let auth = Authenticator::new(store.clone(), config.auth.mode, config.auth.key_cache_ttl);
+        let sandboxes = SandboxManager::new(
+            store.clone(),
+            redis.clone(),
+            templates.clone(),
+            config.sandbox.clone(),
+        );
+        Ok(Arc::new(Self {
+            config,
+            store,
+            redis,
+            auth,
+            sandboxes,
+            templates,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn set_ready(&self, ready: bool) {
+        self.ready.store(ready, Ordering::Release);
+    }
+
+    /// Authenticates the caller of an RPC; refuses while dependencies are not ready.
+    pub async fn principal<T>(&self, request: &Request<T>) -> Result<Principal> {
+        if !self.is_ready() {
+            return Err(Error::NotReady(
+                "sandboxd is not ready: PostgreSQL or Redis is not answering yet; retry shortly",
+            ));
+        }
+        self.auth.authenticate(request.metadata()).await
+    }
+
+    /// Checks every template's SQL against PostgreSQL and records the tables each creates.
+    pub async fn check_templates(&self) -> anyhow::Result<()> {
+        for template in self.templates.iter() {
+            let tables = self
+                .store
+                .check_template_sql(&template.schema_sql)
+                .await
+                .map_err(|error| anyhow::anyhow!("template {:?}: {error:#}", template.name))?;
+            self.templates.set_tables(&template.name, tables);
+        }
+        Ok(())
+    }
+}

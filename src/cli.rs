@@ -1,0 +1,208 @@
+//! The `sandboxd` command line: serve, migrate, dev, keys.
+
+use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use uuid::Uuid;
+
+use crate::{
+    auth::{self, Principal, Role},
+    config::Config,
+    dev::{self, DevOptions},
+    store::{self, Store},
+};
+
+#[derive(Parser)]
+#[command(
+    name = "sandboxd",
+    version,
+    about = "gRPC control plane for isolated, time-limited sandboxes"
+)]
+struct Cli {
+    /// TOML config file (layered over the defaults; `SANDBOXD_*` env vars and flags win over it).
+    #[arg(long, global = true, env = "SANDBOXD_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server.
+    Serve {
+        /// Address to listen on [default: 127.0.0.1:50051].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
+    /// Apply database migrations and exit (serve applies them too).
+    Migrate,
+    /// One-command local run on throwaway PostgreSQL, Redis and S3 (or DATABASE_URL / REDIS_URL).
+    Dev {
+        /// Address to listen on [default: 127.0.0.1:50051].
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+        /// Keep throwaway state here instead of a temporary directory.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Start only PostgreSQL and Redis, write `DATABASE_URL=`/`REDIS_URL=` lines to this file
+        /// once they answer, and wait for Ctrl-C (used by scripts/test).
+        #[arg(long, value_name = "ENV_FILE")]
+        deps_only: Option<PathBuf>,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Create a key and print it once (only its hash is stored).
+    Create {
+        #[arg(long)]
+        tenant: String,
+        /// owner | admin | member | router
+        #[arg(long)]
+        role: String,
+        /// The subject the key acts as (owner of the sandboxes it creates) [default: key-<id>].
+        #[arg(long)]
+        subject: Option<String>,
+        #[arg(long, default_value = "")]
+        description: String,
+    },
+    /// List keys (never the keys themselves).
+    List {
+        #[arg(long)]
+        tenant: Option<String>,
+    },
+    /// Revoke a key by id.
+    Revoke { id: Uuid },
+}
+
+pub async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref())?;
+    crate::telemetry::init(&config.telemetry);
+    match cli.command {
+        Command::Serve { listen } => {
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            config.validate()?;
+            tracing::info!(database = %config.database.url, redis = %config.redis.url, "starting sandboxd");
+            store::ensure_database(config.database.url.expose())
+                .await
+                .ok();
+            let server = crate::server::start(config).await?;
+            let token = server.shutdown_token();
+            tokio::spawn(async move {
+                crate::shutdown_signal().await;
+                token.cancel();
+                crate::shutdown_signal().await;
+                eprintln!("second signal: exiting at once");
+                std::process::exit(130);
+            });
+            server.wait().await
+        }
+        Command::Migrate => {
+            config.validate()?;
+            store::ensure_database(config.database.url.expose()).await?;
+            let store = Store::connect_lazy(&config.database)?;
+            store.migrate().await?;
+            println!("migrations applied to {}", config.database.url);
+            Ok(())
+        }
+        Command::Dev {
+            listen,
+            data_dir,
+            deps_only,
+        } => {
+            let mut dev_options = DevOptions {
+                listen,
+                data_dir,
+                deps_only_env_file: deps_only,
+            };
+            if dev_options.deps_only_env_file.is_none() {
+                // Second signal exits at once; the first drains (handled inside dev::run).
+                dev_options.listen = dev_options.listen.or(Some(config.server.listen));
+            }
+            dev::run(config, dev_options).await
+        }
+        Command::Keys { command } => keys(config, command).await,
+    }
+}
+
+async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
+    let store = Store::connect_lazy(&config.database)?;
+    store
+        .migrate()
+        .await
+        .context("the database is not reachable or not migrated")?;
+    match command {
+        KeysCommand::Create {
+            tenant,
+            role,
+            subject,
+            description,
+        } => {
+            let role: Role = role.parse()?;
+            let subject = subject
+                .unwrap_or_else(|| format!("key-{}", &Uuid::new_v4().simple().to_string()[..8]));
+            let principal = Principal {
+                tenant,
+                subject,
+                role,
+            };
+            let key = auth::create_key(&store, &principal, &description, None).await?;
+            eprintln!(
+                "created key {} for tenant {:?}, subject {:?}, role {}. It is shown only now:",
+                key.id,
+                principal.tenant,
+                principal.subject,
+                role.as_str()
+            );
+            println!("{}", key.key);
+        }
+        KeysCommand::List { tenant } => {
+            println!(
+                "{:<38} {:<16} {:<8} {:<20} {:<14} {:<25} STATUS",
+                "ID", "TENANT", "ROLE", "SUBJECT", "PREFIX", "CREATED"
+            );
+            for key in store.list_api_keys(tenant.as_deref()).await? {
+                let status = match key.revoked_at {
+                    Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                    None => "active".into(),
+                };
+                println!(
+                    "{:<38} {:<16} {:<8} {:<20} {:<14} {:<25} {status}",
+                    key.id,
+                    key.tenant,
+                    key.role.as_str(),
+                    key.subject,
+                    format!("{}…", key.key_prefix),
+                    key.created_at.format("%Y-%m-%d %H:%M:%S UTC"),
+                );
+            }
+        }
+        KeysCommand::Revoke { id } => {
+            if !store.revoke_api_key(id).await? {
+                anyhow::bail!("no API key with id {id}");
+            }
+            println!("revoked {id}");
+        }
+    }
+    store.close().await;
+    Ok(())
+}

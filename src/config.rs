@@ -1,0 +1,411 @@
+//! One typed configuration, layered: built-in defaults → TOML file → `SANDBOXD_*` environment
+//! variables (nested keys joined by `__`, e.g. `SANDBOXD_DATABASE__URL`) → command-line flags.
+//! [`Config::validate`] runs once at start and reports every problem at once.
+
+use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+
+use anyhow::{Context, bail};
+use figment::{
+    Figment,
+    providers::{Env, Format, Serialized, Toml},
+};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub redis: RedisConfig,
+    pub s3: S3Config,
+    pub auth: AuthConfig,
+    pub sandbox: SandboxDefaults,
+    pub templates: TemplatesConfig,
+    pub telemetry: TelemetryConfig,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address the gRPC server binds; port 0 picks a free port.
+    pub listen: SocketAddr,
+    /// Largest request or response message, in bytes.
+    pub max_message_bytes: usize,
+    /// Upper bound on any RPC; a shorter `grpc-timeout` from the client wins.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// How long in-flight RPCs may finish after SIGTERM before the server exits anyway.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// Interval of the PostgreSQL/Redis readiness probe that drives the health service.
+    #[serde(with = "humantime_serde")]
+    pub readiness_interval: Duration,
+    pub concurrency_limit_per_connection: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 50051)),
+            max_message_bytes: 4 * 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            readiness_interval: Duration::from_secs(2),
+            concurrency_limit_per_connection: 256,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: SecretUrl,
+    pub max_connections: u32,
+    /// Longest wait for a pooled connection before the RPC fails with UNAVAILABLE.
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    /// Per-statement limit set on every connection (`statement_timeout`).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl("postgres://postgres@127.0.0.1:5432/sandboxd".into()),
+            max_connections: 20,
+            acquire_timeout: Duration::from_secs(5),
+            statement_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisConfig {
+    pub url: SecretUrl,
+    pub pool_size: usize,
+    /// Applies to waiting for, creating and recycling a pooled connection, and to each command.
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// Prefix of sandboxd's own keys (locks, caches). Sandbox keys always live under
+    /// `sandbox:{<uuid>}:`, which is unique per sandbox.
+    pub key_prefix: String,
+}
+
+impl Default for RedisConfig {
+    fn default() -> Self {
+        Self {
+            url: SecretUrl("redis://127.0.0.1:6379".into()),
+            pool_size: 32,
+            timeout: Duration::from_secs(2),
+            key_prefix: "sandboxd:".into(),
+        }
+    }
+}
+
+/// Object store for workspace sync. Empty `endpoint` means the AWS default endpoint resolution.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct S3Config {
+    pub enabled: bool,
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub force_path_style: bool,
+}
+
+impl Default for S3Config {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            endpoint: String::new(),
+            region: "us-east-1".into(),
+            bucket: "sandboxd".into(),
+            access_key_id: String::new(),
+            secret_access_key: Secret::default(),
+            force_path_style: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every RPC but health and reflection needs `authorization: Bearer <api key>`.
+    ApiKey,
+    /// Everyone is the `dev` tenant's owner. Only for local development, and logged loudly.
+    Disabled,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    pub mode: AuthMode,
+    /// How long a verified key is trusted without asking PostgreSQL again; a revoked key stops
+    /// working within this time. Zero disables the cache.
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            mode: AuthMode::ApiKey,
+            key_cache_ttl: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Server-wide sandbox defaults; each template may override them.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SandboxDefaults {
+    #[serde(with = "humantime_serde")]
+    pub default_ttl: Duration,
+    /// Longest lifetime counted from creation; extensions are capped here.
+    #[serde(with = "humantime_serde")]
+    pub max_ttl: Duration,
+    #[serde(with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub boot_timeout: Duration,
+    /// Live sandboxes one owner may hold at once.
+    pub max_live_per_owner: u32,
+    /// Bucket and prefix shown as the object prefix: `s3://<bucket>/sandboxes/<uuid>/`.
+    pub object_bucket: String,
+}
+
+impl Default for SandboxDefaults {
+    fn default() -> Self {
+        Self {
+            default_ttl: Duration::from_secs(24 * 3600),
+            max_ttl: Duration::from_secs(168 * 3600),
+            idle_timeout: Duration::from_secs(15 * 60),
+            boot_timeout: Duration::from_secs(5 * 60),
+            max_live_per_owner: 5,
+            object_bucket: "sandboxd".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TemplatesConfig {
+    /// Directory of `*.toml` template files.
+    pub dir: PathBuf,
+}
+
+impl Default for TemplatesConfig {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("deploy/templates"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub log_format: LogFormat,
+    /// `tracing` filter directive; `RUST_LOG` overrides it.
+    pub log_filter: String,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        Self {
+            log_format: LogFormat::Text,
+            log_filter: "info,sqlx=warn".into(),
+        }
+    }
+}
+
+impl Config {
+    /// Layers defaults, the optional TOML file and `SANDBOXD_*` env vars. Flags are applied by the
+    /// caller afterwards; call [`Config::validate`] last.
+    pub fn load(file: Option<&std::path::Path>) -> anyhow::Result<Config> {
+        let mut figment = Figment::from(Serialized::defaults(Config::default()));
+        if let Some(path) = file {
+            if !path.is_file() {
+                bail!("config file {} does not exist", path.display());
+            }
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment
+            .merge(
+                Env::prefixed("SANDBOXD_")
+                    .split("__")
+                    .ignore(&["dev_api_key"]),
+            )
+            .extract()
+            .context("invalid configuration")
+    }
+
+    /// Checks the values that types alone cannot; reports every problem in one error.
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let mut problems = Vec::new();
+        if !self.database.url.expose().starts_with("postgres://")
+            && !self.database.url.expose().starts_with("postgresql://")
+        {
+            problems.push("database.url must start with postgres:// or postgresql://".to_string());
+        }
+        if !self.redis.url.expose().starts_with("redis://") {
+            problems.push("redis.url must start with redis://".to_string());
+        }
+        let positive = [
+            (
+                "database.max_connections",
+                self.database.max_connections as usize,
+            ),
+            ("redis.pool_size", self.redis.pool_size),
+            ("server.max_message_bytes", self.server.max_message_bytes),
+            (
+                "server.concurrency_limit_per_connection",
+                self.server.concurrency_limit_per_connection,
+            ),
+            (
+                "sandbox.max_live_per_owner",
+                self.sandbox.max_live_per_owner as usize,
+            ),
+        ];
+        for (name, value) in positive {
+            if value == 0 {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        }
+        let timeouts = [
+            ("database.acquire_timeout", self.database.acquire_timeout),
+            ("redis.timeout", self.redis.timeout),
+            ("server.request_timeout", self.server.request_timeout),
+            ("server.readiness_interval", self.server.readiness_interval),
+            ("sandbox.default_ttl", self.sandbox.default_ttl),
+        ];
+        for (name, value) in timeouts {
+            if value.is_zero() {
+                problems.push(format!("{name} must be greater than 0"));
+            }
+        }
+        if self.sandbox.default_ttl > self.sandbox.max_ttl {
+            problems.push("sandbox.default_ttl must not exceed sandbox.max_ttl".to_string());
+        }
+        if self.redis.key_prefix.is_empty() {
+            problems.push("redis.key_prefix must not be empty".to_string());
+        }
+        if self.s3.enabled && self.s3.bucket.is_empty() {
+            problems.push("s3.bucket must be set when s3.enabled".to_string());
+        }
+        if !self.templates.dir.is_dir() {
+            problems.push(format!(
+                "templates.dir {} is not a directory",
+                self.templates.dir.display()
+            ));
+        }
+        if problems.is_empty() {
+            Ok(())
+        } else {
+            bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
+        }
+    }
+}
+
+/// A connection URL whose password never appears in `Debug` or `Display` output.
+#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        Self(url.into())
+    }
+
+    /// The real URL, for handing to a client library; never log it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced, safe for logs.
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return "OMITTED".into();
+        };
+        match rest.rsplit_once('@') {
+            Some((userinfo, host)) => {
+                let user = userinfo.split(':').next().unwrap_or_default();
+                if userinfo.contains(':') {
+                    format!("{scheme}://{user}:***@{host}")
+                } else {
+                    format!("{scheme}://{user}@{host}")
+                }
+            }
+            None => format!("{scheme}://{rest}"),
+        }
+    }
+}
+
+impl fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+impl fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// A secret value that prints as `OMITTED`.
+#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Self(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("OMITTED")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_hide_passwords_in_debug_output() {
+        let url = SecretUrl::new("postgres://app:hunter2@db:5432/x");
+        assert_eq!(format!("{url:?}"), "postgres://app:***@db:5432/x");
+        assert!(!format!("{:?}", Config::default()).contains("hunter2"));
+        assert_eq!(format!("{:?}", Secret::new("hunter2")), "OMITTED");
+    }
+
+    #[test]
+    fn validation_reports_every_problem() {
+        let mut config = Config::default();
+        config.redis.pool_size = 0;
+        config.sandbox.default_ttl = Duration::from_secs(1000 * 3600);
+        config.templates.dir = PathBuf::from("/nonexistent");
+        let message = config.validate().unwrap_err().to_string();
+        assert!(message.contains("redis.pool_size"), "{message}");
+        assert!(message.contains("default_ttl must not exceed"), "{message}");
+        assert!(message.contains("templates.dir"), "{message}");
+    }
+}

@@ -1,0 +1,190 @@
+//! `sandboxd dev`: the one-command local run. Uses `DATABASE_URL` / `REDIS_URL` / `SANDBOXD_S3__*`
+//! when given; otherwise starts a throwaway PostgreSQL cluster and `redis-server` from the
+//! machine's binaries, and an in-process S3 server on a data directory. Everything it started
+//! stops when it exits.
+
+mod postgres;
+mod redis_server;
+mod s3;
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use anyhow::Context;
+
+use crate::{
+    auth::{self, Principal, Role},
+    config::{Config, SecretUrl},
+};
+
+pub use postgres::ThrowawayPostgres;
+pub use redis_server::ThrowawayRedis;
+pub use s3::InProcessS3;
+
+/// Dependencies for a local run; dropping it stops what it started.
+pub struct DevDependencies {
+    pub database_url: String,
+    pub redis_url: String,
+    pub s3: Option<InProcessS3>,
+    _postgres: Option<ThrowawayPostgres>,
+    _redis: Option<ThrowawayRedis>,
+    _data_dir: Option<tempfile::TempDir>,
+}
+
+impl DevDependencies {
+    /// Starts what is not given by `DATABASE_URL` / `REDIS_URL`; `data_dir` holds the throwaway
+    /// state (a temporary directory when `None`).
+    pub async fn start(data_dir: Option<PathBuf>, with_s3: bool) -> anyhow::Result<Self> {
+        let (root, temp) = match data_dir {
+            Some(dir) => {
+                std::fs::create_dir_all(&dir)
+                    .with_context(|| format!("creating {}", dir.display()))?;
+                (dir, None)
+            }
+            None => {
+                let temp = tempfile::Builder::new().prefix("sandboxd-dev-").tempdir()?;
+                (temp.path().to_path_buf(), Some(temp))
+            }
+        };
+        let (database_url, postgres) = match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => (url, None),
+            _ => {
+                let postgres = ThrowawayPostgres::start(&root.join("postgres")).await?;
+                (postgres.url("sandboxd"), Some(postgres))
+            }
+        };
+        let (redis_url, redis) = match std::env::var("REDIS_URL") {
+            Ok(url) if !url.is_empty() => (url, None),
+            _ => {
+                let redis = ThrowawayRedis::start(&root.join("redis")).await?;
+                (redis.url(), Some(redis))
+            }
+        };
+        let s3 = if with_s3 {
+            Some(InProcessS3::start(&root.join("s3")).await?)
+        } else {
+            None
+        };
+        Ok(Self {
+            database_url,
+            redis_url,
+            s3,
+            _postgres: postgres,
+            _redis: redis,
+            _data_dir: temp,
+        })
+    }
+
+    /// Points `config` at these dependencies.
+    pub fn apply(&self, config: &mut Config) {
+        config.database.url = SecretUrl::new(&self.database_url);
+        config.redis.url = SecretUrl::new(&self.redis_url);
+        if let Some(s3) = &self.s3 {
+            s3.apply(&mut config.s3);
+        }
+    }
+}
+
+/// Options of `sandboxd dev`.
+pub struct DevOptions {
+    pub listen: Option<SocketAddr>,
+    pub data_dir: Option<PathBuf>,
+    /// Only start the dependencies and write their URLs to this file (`KEY=value` lines).
+    pub deps_only_env_file: Option<PathBuf>,
+}
+
+pub async fn run(mut config: Config, options: DevOptions) -> anyhow::Result<()> {
+    let s3_given = !config.s3.endpoint.is_empty();
+    let deps = DevDependencies::start(options.data_dir, !s3_given).await?;
+    if let Some(env_file) = options.deps_only_env_file {
+        let lines = format!(
+            "DATABASE_URL={}\nREDIS_URL={}\n",
+            deps.database_url, deps.redis_url
+        );
+        let partial = env_file.with_extension("partial");
+        std::fs::write(&partial, lines)?;
+        std::fs::rename(&partial, &env_file)?;
+        println!(
+            "dependencies are up; their URLs are in {}. Ctrl-C stops them.",
+            env_file.display()
+        );
+        crate::shutdown_signal().await;
+        return Ok(());
+    }
+    deps.apply(&mut config);
+    if s3_given {
+        config.s3.enabled = true;
+    }
+    if let Some(listen) = options.listen {
+        config.server.listen = listen;
+    }
+    config.validate()?;
+    crate::store::ensure_database(config.database.url.expose()).await?;
+
+    let server = crate::server::start(config).await?;
+    let token = server.shutdown_token();
+    wait_until_ready(&server.app, &token).await?;
+    let dev_key = std::env::var("SANDBOXD_DEV_API_KEY")
+        .ok()
+        .filter(|key| !key.is_empty());
+    let principal = Principal {
+        tenant: "dev".into(),
+        subject: "developer".into(),
+        role: Role::Owner,
+    };
+    let key = match auth::create_key(
+        &server.app.store,
+        &principal,
+        "sandboxd dev",
+        dev_key.as_deref(),
+    )
+    .await
+    {
+        Ok(generated) => generated.key,
+        // The fixed key was stored by an earlier run against the same database.
+        Err(_) if dev_key.is_some() => dev_key.unwrap_or_default(),
+        Err(error) => return Err(error.into()),
+    };
+    print_banner(server.local_addr, &key, &deps);
+    let signal_token = token.clone();
+    tokio::spawn(async move {
+        crate::shutdown_signal().await;
+        signal_token.cancel();
+    });
+    server.wait().await
+}
+
+async fn wait_until_ready(
+    app: &crate::app::App,
+    token: &tokio_util::sync::CancellationToken,
+) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !app.is_ready() {
+        if token.is_cancelled() {
+            anyhow::bail!("the server stopped while starting; see the log above");
+        }
+        if tokio::time::Instant::now() > deadline {
+            anyhow::bail!("PostgreSQL or Redis did not become ready within 60 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
+}
+
+fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies) {
+    let s3 = deps
+        .s3
+        .as_ref()
+        .map(|s3| s3.endpoint())
+        .unwrap_or_else(|| "as configured".into());
+    println!(
+        "\n\
+         sandboxd dev is running (Ctrl-C stops it and everything it started)\n\
+         \x20 gRPC address : {addr}\n\
+         \x20 API key      : {key}   (tenant \"dev\", role owner)\n\
+         \x20 S3 endpoint  : {s3}\n\
+         \n\
+         Try it:\n\
+         \x20 grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"template\": \"discord-guild\", \"name\": \"my-first\"}}' {addr} sandboxd.v1.SandboxControl/CreateSandbox\n\
+         \x20 SANDBOXD_ADDR=http://{addr} SANDBOXD_API_KEY={key} cargo run --bin sandboxctl -- list\n"
+    );
+}

@@ -1,0 +1,225 @@
+//! The one domain error type and its single mapping to `tonic::Status`.
+//!
+//! Every variant maps to exactly one gRPC code in [`Error::into_status`], which has no catch-all
+//! arm: adding a variant is a compile error until it is mapped. Every status carries a
+//! `google.rpc.ErrorInfo` (domain `sandboxd`, reason in UPPER_SNAKE_CASE); invalid input also
+//! carries `google.rpc.BadRequest` field violations and quota errors `google.rpc.QuotaFailure`.
+//! Internal errors reach the client only as an opaque id; the full cause chain is logged.
+
+use std::collections::HashMap;
+
+use tonic::{Code, Status};
+use tonic_types::{ErrorDetails, StatusExt};
+
+/// The `ErrorInfo.domain` of every error this service returns.
+pub const ERROR_DOMAIN: &str = "sandboxd";
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// One invalid request field: the path of the field (`labels["env"]`) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    pub field: String,
+    pub description: String,
+}
+
+impl FieldViolation {
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            description: description.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed; each violation names the field.
+    #[error("invalid argument: {}", describe_violations(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The resource does not exist or is not visible to the caller (never a permission error, so
+    /// nothing leaks about other tenants).
+    #[error("{resource} {id:?} not found")]
+    NotFound { resource: &'static str, id: String },
+    /// A resource with the same identity already exists.
+    #[error("{message}")]
+    AlreadyExists {
+        reason: &'static str,
+        message: String,
+    },
+    /// A quota or limit would be exceeded.
+    #[error("{message}")]
+    QuotaExceeded { subject: String, message: String },
+    /// The resource is in a state that does not allow the operation.
+    #[error("{message}")]
+    FailedPrecondition {
+        reason: &'static str,
+        message: String,
+    },
+    /// A concurrent change won (compare-and-set or lock contention); the caller may retry.
+    #[error("{message}")]
+    Aborted {
+        reason: &'static str,
+        message: String,
+    },
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    /// The caller is authenticated but its role may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A dependency (PostgreSQL, Redis, object store) is not answering; retryable.
+    #[error("{dependency} unavailable")]
+    Unavailable {
+        dependency: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+    /// The server is starting or draining and does not take this request now; retryable.
+    #[error("{0}")]
+    NotReady(&'static str),
+    /// The RPC is part of the API but its capability is not built yet.
+    #[error("{0} is not implemented yet")]
+    Unimplemented(&'static str),
+    /// A bug or an unexpected failure; opaque to clients.
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+fn describe_violations(violations: &[FieldViolation]) -> String {
+    let parts: Vec<String> = violations
+        .iter()
+        .map(|v| format!("{}: {}", v.field, v.description))
+        .collect();
+    parts.join("; ")
+}
+
+impl Error {
+    pub fn invalid(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+
+    pub fn not_found(resource: &'static str, id: impl Into<String>) -> Self {
+        Self::NotFound {
+            resource,
+            id: id.into(),
+        }
+    }
+
+    pub fn unavailable(dependency: &'static str, source: impl Into<anyhow::Error>) -> Self {
+        Self::Unavailable {
+            dependency,
+            source: source.into(),
+        }
+    }
+
+    /// Converts to a gRPC status with details. Internal errors are logged here, once.
+    pub fn into_status(self) -> Status {
+        let message = self.to_string();
+        match self {
+            Error::InvalidArgument(violations) => {
+                let mut details = error_info("INVALID_ARGUMENT", HashMap::new());
+                for violation in violations {
+                    details.add_bad_request_violation(violation.field, violation.description);
+                }
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
+            Error::NotFound { resource, id } => {
+                let metadata =
+                    HashMap::from([("resource".into(), resource.into()), ("id".into(), id)]);
+                let details =
+                    error_info(&format!("{}_NOT_FOUND", resource.to_uppercase()), metadata);
+                Status::with_error_details(Code::NotFound, message, details)
+            }
+            Error::AlreadyExists { reason, .. } => with_info(Code::AlreadyExists, message, reason),
+            Error::QuotaExceeded {
+                subject,
+                message: description,
+            } => {
+                let mut details = error_info("QUOTA_EXCEEDED", HashMap::new());
+                details.add_quota_failure_violation(subject, description);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            Error::FailedPrecondition { reason, .. } => {
+                with_info(Code::FailedPrecondition, message, reason)
+            }
+            Error::Aborted { reason, .. } => with_info(Code::Aborted, message, reason),
+            Error::Unauthenticated(_) => {
+                with_info(Code::Unauthenticated, message, "UNAUTHENTICATED")
+            }
+            Error::PermissionDenied(_) => {
+                with_info(Code::PermissionDenied, message, "PERMISSION_DENIED")
+            }
+            Error::Unavailable { dependency, source } => {
+                tracing::warn!(
+                    dependency,
+                    error = format!("{source:#}"),
+                    "dependency unavailable"
+                );
+                let metadata = HashMap::from([("dependency".into(), dependency.into())]);
+                let details = error_info("DEPENDENCY_UNAVAILABLE", metadata);
+                Status::with_error_details(Code::Unavailable, message, details)
+            }
+            Error::NotReady(_) => with_info(Code::Unavailable, message, "NOT_READY"),
+            Error::Unimplemented(capability) => {
+                let metadata = HashMap::from([("capability".into(), capability.into())]);
+                let details = error_info("NOT_IMPLEMENTED", metadata);
+                Status::with_error_details(Code::Unimplemented, message, details)
+            }
+            Error::Internal(source) => {
+                let error_id = uuid::Uuid::new_v4().simple().to_string();
+                tracing::error!(error_id, error = format!("{source:#}"), "internal error");
+                let metadata = HashMap::from([("error_id".into(), error_id.clone())]);
+                let details = error_info("INTERNAL", metadata);
+                Status::with_error_details(
+                    Code::Internal,
+                    format!("internal error (error id {error_id})"),
+                    details,
+                )
+            }
+        }
+    }
+}
+
+fn error_info(reason: &str, metadata: HashMap<String, String>) -> ErrorDetails {
+    ErrorDetails::with_error_info(reason, ERROR_DOMAIN, metadata)
+}
+
+fn with_info(code: Code, message: String, reason: &str) -> Status {
+    Status::with_error_details(code, message, error_info(reason, HashMap::new()))
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        error.into_status()
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(error: sqlx::Error) -> Self {
+        match error {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => Error::unavailable("postgres", error),
+            other => Error::Internal(anyhow::Error::new(other).context("postgres query failed")),
+        }
+    }
+}
+
+impl From<redis::RedisError> for Error {
+    fn from(error: redis::RedisError) -> Self {
+        if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() {
+            Error::unavailable("redis", error)
+        } else {
+            Error::Internal(anyhow::Error::new(error).context("redis command failed"))
+        }
+    }
+}
+
+impl From<deadpool_redis::PoolError> for Error {
+    fn from(error: deadpool_redis::PoolError) -> Self {
+        Error::unavailable("redis", error)
+    }
+}

@@ -1,0 +1,38 @@
+//! sandboxd: a gRPC control plane for isolated, time-limited sandboxes.
+//!
+//! Layout: `api/` adapts gRPC to the domain (`sandbox/`), which talks to PostgreSQL only through
+//! `store/` and to Redis through `isolation/`. `server.rs` assembles the tonic server;
+//! `error.rs` holds the one error type and its single mapping to gRPC statuses.
+
+pub mod api;
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod dev;
+pub mod error;
+pub mod isolation;
+pub mod objectstore;
+pub mod proto;
+mod readiness;
+pub mod sandbox;
+pub mod server;
+pub mod store;
+pub mod telemetry;
+pub mod template;
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

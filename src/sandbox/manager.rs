@@ -1,0 +1,394 @@
+//! Provisions and destroys sandboxes: the only code that moves a sandbox through its lifecycle
+//! on behalf of a caller.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::{Sandbox, SandboxId, SandboxState};
+use crate::{
+    auth::Principal,
+    config::SandboxDefaults,
+    error::{Error, Result},
+    isolation::RedisNamespace,
+    store::{
+        Store,
+        sandboxes::{InsertOutcome, NewSandboxRecord, Scope, TransitionChange},
+    },
+    template::{Template, TemplateCatalog},
+};
+
+/// Shortest TTL a caller may ask for.
+pub const MIN_TTL: Duration = Duration::from_secs(60);
+/// How long a duplicate create (same request id) waits for the first one to settle.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
+const DUPLICATE_POLL: Duration = Duration::from_millis(50);
+
+/// A validated create request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSpec {
+    pub template: String,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub ttl: Option<Duration>,
+    pub request_id: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SandboxSelector {
+    Id(SandboxId),
+    Name(String),
+}
+
+pub struct SandboxManager {
+    store: Store,
+    redis: RedisNamespace,
+    templates: Arc<TemplateCatalog>,
+    defaults: SandboxDefaults,
+}
+
+fn scope(principal: &Principal) -> Scope<'_> {
+    Scope {
+        tenant: &principal.tenant,
+        owner: principal.owner_scope(),
+    }
+}
+
+impl SandboxManager {
+    pub fn new(
+        store: Store,
+        redis: RedisNamespace,
+        templates: Arc<TemplateCatalog>,
+        defaults: SandboxDefaults,
+    ) -> Self {
+        Self {
+            store,
+            redis,
+            templates,
+            defaults,
+        }
+    }
+
+    pub fn templates(&self) -> &TemplateCatalog {
+        &self.templates
+    }
+
+    pub fn object_bucket(&self) -> &str {
+        &self.defaults.object_bucket
+    }
+
+    /// Creates a sandbox and returns it RUNNING. A failure while provisioning leaves nothing
+    /// behind: the sandbox goes FAILED → DESTROYING → DESTROYED with `last_error`.
+    #[tracing::instrument(name = "sandbox.create", skip_all, fields(tenant = %principal.tenant, template = %spec.template))]
+    pub async fn create(&self, principal: &Principal, spec: CreateSpec) -> Result<Sandbox> {
+        principal.require_manager()?;
+        let template = self
+            .templates
+            .get(&spec.template)
+            .ok_or_else(|| Error::not_found("template", &spec.template))?;
+        let ttl = spec.ttl.unwrap_or(template.default_ttl);
+        if ttl < MIN_TTL || ttl > template.max_ttl {
+            return Err(Error::invalid(
+                "ttl",
+                format!(
+                    "must be between {} and {} (the template's maximum)",
+                    humantime::format_duration(MIN_TTL),
+                    humantime::format_duration(template.max_ttl)
+                ),
+            ));
+        }
+        let now = Utc::now();
+        let id = SandboxId::new();
+        let fingerprint = fingerprint(&spec, ttl);
+        let record = NewSandboxRecord {
+            id,
+            tenant: &principal.tenant,
+            owner: &principal.subject,
+            name: spec.name.as_deref(),
+            template: &template.name,
+            labels: &spec.labels,
+            metadata: &spec.metadata,
+            request_id: spec.request_id.as_deref(),
+            request_fingerprint: &fingerprint,
+            created_at: now,
+            expire_at: now + ttl,
+            max_expire_at: now + template.max_ttl,
+        };
+        let actor = principal.actor();
+        let quota = self.defaults.max_live_per_owner;
+        match self.store.insert_sandbox(&record, quota, &actor).await? {
+            InsertOutcome::Inserted(sandbox) => self.provision(sandbox, &template, &actor).await,
+            InsertOutcome::SameRequestId {
+                same_request: false,
+                ..
+            } => Err(Error::invalid(
+                "request_id",
+                "was already used for a different create request",
+            )),
+            InsertOutcome::SameRequestId {
+                existing,
+                same_request: true,
+            } => self.wait_until_settled(principal, existing).await,
+        }
+    }
+
+    async fn provision(
+        &self,
+        sandbox: Sandbox,
+        template: &Template,
+        actor: &str,
+    ) -> Result<Sandbox> {
+        let tenant = sandbox.tenant.clone();
+        let id = sandbox.id;
+        let creating = self
+            .transition(
+                &tenant,
+                id,
+                SandboxState::Pending,
+                SandboxState::Creating,
+                actor,
+                "provisioning",
+            )
+            .await?;
+        let provisioned = async {
+            self.store
+                .create_sandbox_schema(id, &template.schema_sql)
+                .await?;
+            self.redis.provision(id, &tenant, &template.name).await
+        }
+        .await;
+        match provisioned {
+            Ok(()) => {
+                self.transition(
+                    &tenant,
+                    id,
+                    SandboxState::Creating,
+                    SandboxState::Running,
+                    actor,
+                    "provisioned",
+                )
+                .await
+            }
+            Err(error) => {
+                self.fail_and_clean_up(creating, &error, actor).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Marks a sandbox FAILED with the error and removes whatever was provisioned. Cleanup
+    /// problems are logged; a sandbox left DESTROYING is finished by a later destroy.
+    async fn fail_and_clean_up(&self, sandbox: Sandbox, error: &Error, actor: &str) {
+        let last_error = error.to_string();
+        let change = TransitionChange {
+            reason: "provisioning failed",
+            last_error: Some(&last_error),
+            ..TransitionChange::default()
+        };
+        let failed = self
+            .store
+            .transition_sandbox(
+                &sandbox.tenant,
+                sandbox.id,
+                sandbox.state,
+                SandboxState::Failed,
+                actor,
+                change,
+            )
+            .await;
+        let outcome = match failed {
+            Ok(Some(failed)) => self
+                .tear_down(failed, "provisioning failed", actor, None)
+                .await
+                .map(|_| ()),
+            Ok(None) => Ok(()),
+            Err(cleanup_error) => Err(cleanup_error),
+        };
+        if let Err(cleanup_error) = outcome {
+            tracing::error!(sandbox_id = %sandbox.id, error = %cleanup_error, "cleanup after failed provisioning did not finish");
+        }
+    }
+
+    async fn wait_until_settled(
+        &self,
+        principal: &Principal,
+        mut sandbox: Sandbox,
+    ) -> Result<Sandbox> {
+        let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
+        while matches!(
+            sandbox.state,
+            SandboxState::Pending | SandboxState::Creating
+        ) && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(DUPLICATE_POLL).await;
+            sandbox = self
+                .get(principal, &SandboxSelector::Id(sandbox.id))
+                .await?;
+        }
+        Ok(sandbox)
+    }
+
+    #[tracing::instrument(name = "sandbox.get", skip_all, fields(tenant = %principal.tenant))]
+    pub async fn get(&self, principal: &Principal, selector: &SandboxSelector) -> Result<Sandbox> {
+        let scope = scope(principal);
+        let found = match selector {
+            SandboxSelector::Id(id) => self.store.get_sandbox(scope, *id).await?,
+            SandboxSelector::Name(name) => self.store.get_sandbox_by_name(scope, name).await?,
+        };
+        found.ok_or_else(|| match selector {
+            SandboxSelector::Id(id) => Error::not_found("sandbox", id.to_string()),
+            SandboxSelector::Name(name) => Error::not_found("sandbox", name),
+        })
+    }
+
+    /// Destroys a sandbox: drops its schema, unlinks its Redis keys, and ends DESTROYED.
+    /// Idempotent: destroying a destroyed sandbox returns it unchanged, and a destroy that was
+    /// interrupted (state DESTROYING) is finished by the next call.
+    #[tracing::instrument(name = "sandbox.destroy", skip_all, fields(tenant = %principal.tenant, sandbox_id = %id))]
+    pub async fn destroy(
+        &self,
+        principal: &Principal,
+        id: SandboxId,
+        reason: &str,
+        etag: Option<&str>,
+    ) -> Result<Sandbox> {
+        principal.require_manager()?;
+        let sandbox = self.get(principal, &SandboxSelector::Id(id)).await?;
+        if sandbox.state == SandboxState::Destroyed {
+            return Ok(sandbox);
+        }
+        let expected_version = match etag {
+            Some(etag) if etag != sandbox.etag() => {
+                return Err(Error::FailedPrecondition {
+                    reason: "ETAG_MISMATCH",
+                    message: format!("etag {etag} does not match the current {}", sandbox.etag()),
+                });
+            }
+            Some(_) => Some(sandbox.version),
+            None => None,
+        };
+        let reason = if reason.is_empty() {
+            "requested by caller"
+        } else {
+            reason
+        };
+        self.tear_down(sandbox, reason, &principal.actor(), expected_version)
+            .await
+    }
+
+    async fn tear_down(
+        &self,
+        sandbox: Sandbox,
+        reason: &str,
+        actor: &str,
+        expected_version: Option<i64>,
+    ) -> Result<Sandbox> {
+        let (tenant, id) = (sandbox.tenant.clone(), sandbox.id);
+        let destroying = match sandbox.state {
+            SandboxState::Destroyed | SandboxState::Destroying => sandbox,
+            SandboxState::Pending | SandboxState::Creating => {
+                return Err(Error::FailedPrecondition {
+                    reason: "SANDBOX_PROVISIONING",
+                    message:
+                        "the sandbox is still being provisioned; retry when it is RUNNING or FAILED"
+                            .into(),
+                });
+            }
+            from @ (SandboxState::Ready
+            | SandboxState::Running
+            | SandboxState::Expired
+            | SandboxState::Failed) => {
+                let change = TransitionChange {
+                    reason,
+                    destroy_reason: Some(reason),
+                    expected_version,
+                    ..TransitionChange::default()
+                };
+                match self
+                    .store
+                    .transition_sandbox(&tenant, id, from, SandboxState::Destroying, actor, change)
+                    .await?
+                {
+                    Some(destroying) => destroying,
+                    None => return Err(changed_concurrently(id)),
+                }
+            }
+        };
+        if destroying.state == SandboxState::Destroyed {
+            return Ok(destroying);
+        }
+        self.store.drop_sandbox_schema(id).await?;
+        let removed_keys = self.redis.purge(id).await?;
+        tracing::debug!(%id, removed_keys, "sandbox resources removed");
+        let change = TransitionChange {
+            reason,
+            ..TransitionChange::default()
+        };
+        match self
+            .store
+            .transition_sandbox(
+                &tenant,
+                id,
+                SandboxState::Destroying,
+                SandboxState::Destroyed,
+                actor,
+                change,
+            )
+            .await?
+        {
+            Some(destroyed) => Ok(destroyed),
+            // A concurrent destroy finished first; the result is the same.
+            None => self
+                .store
+                .get_sandbox(
+                    Scope {
+                        tenant: &tenant,
+                        owner: None,
+                    },
+                    id,
+                )
+                .await?
+                .ok_or_else(|| Error::not_found("sandbox", id.to_string())),
+        }
+    }
+
+    async fn transition(
+        &self,
+        tenant: &str,
+        id: SandboxId,
+        from: SandboxState,
+        to: SandboxState,
+        actor: &str,
+        reason: &str,
+    ) -> Result<Sandbox> {
+        let change = TransitionChange {
+            reason,
+            ..TransitionChange::default()
+        };
+        self.store
+            .transition_sandbox(tenant, id, from, to, actor, change)
+            .await?
+            .ok_or_else(|| changed_concurrently(id))
+    }
+}
+
+fn changed_concurrently(id: SandboxId) -> Error {
+    Error::Aborted {
+        reason: "CONCURRENT_MODIFICATION",
+        message: format!("sandbox {id} was changed concurrently; re-read it and retry"),
+    }
+}
+
+/// Identifies a create request for AIP-155: the same request id must come with the same request.
+fn fingerprint(spec: &CreateSpec, ttl: Duration) -> String {
+    let canonical = serde_json::json!({
+        "template": spec.template,
+        "name": spec.name,
+        "labels": spec.labels,
+        "metadata": spec.metadata,
+        "ttl_seconds": ttl.as_secs(),
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}

@@ -1,0 +1,147 @@
+//! Field validators shared by the request parsers. Each returns the violations it found, so one
+//! response can name every bad field at once.
+
+use std::collections::BTreeMap;
+
+use crate::error::FieldViolation;
+
+pub const MAX_NAME_LEN: usize = 63;
+pub const MAX_LABELS: usize = 64;
+pub const MAX_LABEL_KEY_LEN: usize = 63;
+pub const MAX_LABEL_VALUE_LEN: usize = 63;
+pub const MAX_METADATA_BYTES: usize = 16 * 1024;
+pub const MAX_REQUEST_ID_LEN: usize = 128;
+pub const MAX_REASON_LEN: usize = 1024;
+
+/// Sandbox names are DNS labels (RFC 1123): lowercase letters, digits and `-`, starting with a
+/// letter, not ending with `-`, at most 63 characters.
+pub fn check_name(field: &str, name: &str) -> Option<FieldViolation> {
+    let problem = if name.is_empty() {
+        Some("must not be empty".to_string())
+    } else if name.len() > MAX_NAME_LEN {
+        Some(format!("must be at most {MAX_NAME_LEN} characters"))
+    } else if !name.starts_with(|c: char| c.is_ascii_lowercase()) {
+        Some("must start with a lowercase letter".to_string())
+    } else if name.ends_with('-') {
+        Some("must not end with '-'".to_string())
+    } else if !name
+        .chars()
+        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+    {
+        Some("may contain only lowercase letters, digits and '-'".to_string())
+    } else {
+        None
+    };
+    problem.map(|description| FieldViolation::new(field, description))
+}
+
+/// Label keys: `[a-z][a-z0-9_.-]*`, at most 63; values: `[A-Za-z0-9_.-]*`, at most 63.
+pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<FieldViolation> {
+    let mut violations = Vec::new();
+    if labels.len() > MAX_LABELS {
+        violations.push(FieldViolation::new(
+            field,
+            format!("at most {MAX_LABELS} labels"),
+        ));
+    }
+    for (key, value) in labels {
+        let key_ok = key.len() <= MAX_LABEL_KEY_LEN
+            && key.starts_with(|c: char| c.is_ascii_lowercase())
+            && key
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "_.-".contains(c));
+        if !key_ok {
+            violations.push(FieldViolation::new(
+                format!("{field}[{key:?}]"),
+                format!(
+                    "label key must match [a-z][a-z0-9_.-]* and be at most {MAX_LABEL_KEY_LEN} characters"
+                ),
+            ));
+        }
+        let value_ok = value.len() <= MAX_LABEL_VALUE_LEN
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !value_ok {
+            violations.push(FieldViolation::new(
+                format!("{field}[{key:?}]"),
+                format!(
+                    "label value must match [A-Za-z0-9_.-]* and be at most {MAX_LABEL_VALUE_LEN} characters"
+                ),
+            ));
+        }
+    }
+    violations
+}
+
+/// AIP-155 request ids: 1–128 characters of `[A-Za-z0-9_-]` (a UUID is a good choice).
+pub fn check_request_id(field: &str, request_id: &str) -> Option<FieldViolation> {
+    let ok = !request_id.is_empty()
+        && request_id.len() <= MAX_REQUEST_ID_LEN
+        && request_id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    (!ok).then(|| {
+        FieldViolation::new(
+            field,
+            format!("must be 1-{MAX_REQUEST_ID_LEN} characters of [A-Za-z0-9_-]"),
+        )
+    })
+}
+
+pub fn check_metadata(
+    field: &str,
+    metadata: &serde_json::Map<String, serde_json::Value>,
+) -> Option<FieldViolation> {
+    let size = serde_json::to_vec(metadata)
+        .map(|bytes| bytes.len())
+        .unwrap_or(usize::MAX);
+    (size > MAX_METADATA_BYTES).then(|| {
+        FieldViolation::new(
+            field,
+            format!("must be at most {MAX_METADATA_BYTES} bytes as JSON (is {size})"),
+        )
+    })
+}
+
+pub fn check_reason(field: &str, reason: &str) -> Option<FieldViolation> {
+    (reason.len() > MAX_REASON_LEN || reason.chars().any(char::is_control)).then(|| {
+        FieldViolation::new(
+            field,
+            format!("must be at most {MAX_REASON_LEN} characters without control characters"),
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_dns_label_rules() {
+        assert!(check_name("name", "my-box-1").is_none());
+        for bad in [
+            "",
+            "1box",
+            "Box",
+            "box-",
+            "bo_x",
+            &"a".repeat(64),
+            "b\u{e9}",
+        ] {
+            assert!(check_name("name", bad).is_some(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn labels_report_each_bad_entry() {
+        let labels = BTreeMap::from([
+            ("env".to_string(), "prod".to_string()),
+            ("Bad".to_string(), "x".to_string()),
+            ("team".to_string(), "a b".to_string()),
+        ]);
+        let violations = check_labels("labels", &labels);
+        assert_eq!(violations.len(), 2);
+        assert_eq!(violations[0].field, "labels[\"Bad\"]");
+    }
+}

@@ -1,0 +1,169 @@
+//! Builds and runs the tonic server: our three services, health, reflection (v1 and v1alpha),
+//! readiness probing, message-size limits, deadlines, one span per RPC and graceful shutdown.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use anyhow::Context;
+use tokio::{net::TcpListener, task::JoinHandle};
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic_health::{ServingStatus, server::HealthReporter};
+
+use crate::{
+    api::{GuildRoutingApi, SandboxControlApi, SyncServiceApi},
+    app::App,
+    config::Config,
+    proto::{
+        self, guild_routing_server::GuildRoutingServer,
+        sandbox_control_server::SandboxControlServer, sync_service_server::SyncServiceServer,
+    },
+};
+
+/// Services reported by `grpc.health.v1.Health`, besides the overall status `""`.
+pub const SERVICE_NAMES: [&str; 3] = [
+    "sandboxd.v1.SandboxControl",
+    "sandboxd.v1.GuildRouting",
+    "sandboxd.v1.SyncService",
+];
+
+/// A running server. Dropping it does not stop it; call [`RunningServer::shutdown`].
+pub struct RunningServer {
+    pub local_addr: SocketAddr,
+    pub app: Arc<App>,
+    shutdown: CancellationToken,
+    grace: Duration,
+    serve: JoinHandle<anyhow::Result<()>>,
+    readiness: JoinHandle<()>,
+}
+
+impl RunningServer {
+    /// A token that, when cancelled, starts a graceful shutdown.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits until the server stops (after the token is cancelled, or on a fatal error), giving
+    /// in-flight RPCs up to the configured grace period to finish.
+    pub async fn wait(self) -> anyhow::Result<()> {
+        let RunningServer {
+            shutdown,
+            grace,
+            mut serve,
+            readiness,
+            app,
+            ..
+        } = self;
+        let result = tokio::select! {
+            result = &mut serve => result,
+            () = shutdown.cancelled() => {
+                match tokio::time::timeout(grace, &mut serve).await {
+                    Ok(result) => result,
+                    Err(_) => {
+                        tracing::warn!(grace = ?grace, "in-flight RPCs did not finish within the grace period; stopping anyway");
+                        serve.abort();
+                        Ok(Ok(()))
+                    }
+                }
+            }
+        };
+        shutdown.cancel();
+        let _ = readiness.await;
+        app.store.close().await;
+        result.context("server task panicked")?
+    }
+
+    /// Starts a graceful shutdown and waits for it.
+    pub async fn shutdown(self) -> anyhow::Result<()> {
+        self.shutdown.cancel();
+        self.wait().await
+    }
+}
+
+/// Binds `config.server.listen` and starts serving. Health reports NOT_SERVING until PostgreSQL
+/// and Redis answer (and migrations have run); other RPCs answer UNAVAILABLE until then.
+pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
+    let listener = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("binding {}", config.server.listen))?;
+    let local_addr = listener.local_addr()?;
+    let grace = config.server.shutdown_grace;
+    let app = App::build(config)?;
+    let shutdown = CancellationToken::new();
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    set_all(&health_reporter, ServingStatus::NotServing).await;
+    let readiness = tokio::spawn(crate::readiness::run(
+        app.clone(),
+        health_reporter.clone(),
+        shutdown.clone(),
+    ));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let limit = app.config.server.max_message_bytes;
+    let sandbox_control = SandboxControlServer::new(SandboxControlApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let guild_routing = GuildRoutingServer::new(GuildRoutingApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let sync_service = SyncServiceServer::new(SyncServiceApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
+    let router = Server::builder()
+        // Caps every RPC; a shorter `grpc-timeout` sent by the client is honoured by tonic.
+        .timeout(app.config.server.request_timeout)
+        .concurrency_limit_per_connection(app.config.server.concurrency_limit_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .trace_fn(|request| tracing::info_span!("rpc", rpc = %request.uri().path()))
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(sandbox_control)
+        .add_service(guild_routing)
+        .add_service(sync_service);
+
+    let drain_signal = {
+        let shutdown = shutdown.clone();
+        let reporter = health_reporter.clone();
+        async move {
+            shutdown.cancelled().await;
+            tracing::info!("shutting down: health NOT_SERVING, draining in-flight RPCs");
+            set_all(&reporter, ServingStatus::NotServing).await;
+        }
+    };
+    let incoming = TcpListenerStream::new(listener);
+    let serve = tokio::spawn(async move {
+        router
+            .serve_with_incoming_shutdown(incoming, drain_signal)
+            .await
+            .context("gRPC server failed")
+    });
+    tracing::info!(%local_addr, "sandboxd listening");
+    Ok(RunningServer {
+        local_addr,
+        app,
+        shutdown,
+        grace,
+        serve,
+        readiness,
+    })
+}
+
+pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}

@@ -1,0 +1,359 @@
+//! The `sandboxes` table: inserts under the owner quota, lookups scoped by tenant (and owner for
+//! members), and compare-and-set state transitions written together with their audit event.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::types::Json;
+use uuid::Uuid;
+
+use super::{Store, audit, pg_codes};
+use crate::{
+    error::{Error, Result},
+    sandbox::{Sandbox, SandboxId, SandboxState, state},
+};
+
+const COLUMNS: &str = "id, tenant, owner, name, template, state, labels, metadata, request_id, \
+    request_fingerprint, last_error, destroy_reason, version, created_at, updated_at, expire_at, \
+    max_expire_at, last_activity_at, destroyed_at";
+
+#[derive(sqlx::FromRow)]
+struct SandboxRow {
+    id: Uuid,
+    tenant: String,
+    owner: String,
+    name: Option<String>,
+    template: String,
+    state: String,
+    labels: Json<BTreeMap<String, String>>,
+    metadata: Json<serde_json::Map<String, serde_json::Value>>,
+    request_id: Option<String>,
+    request_fingerprint: Option<String>,
+    last_error: Option<String>,
+    destroy_reason: Option<String>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    expire_at: DateTime<Utc>,
+    max_expire_at: DateTime<Utc>,
+    last_activity_at: DateTime<Utc>,
+    destroyed_at: Option<DateTime<Utc>>,
+}
+
+impl SandboxRow {
+    fn into_domain(self) -> Result<(Sandbox, Option<String>)> {
+        let sandbox = Sandbox {
+            id: SandboxId::from_uuid(self.id),
+            tenant: self.tenant,
+            owner: self.owner,
+            name: self.name,
+            template: self.template,
+            state: self.state.parse()?,
+            labels: self.labels.0,
+            metadata: self.metadata.0,
+            request_id: self.request_id,
+            last_error: self.last_error,
+            destroy_reason: self.destroy_reason,
+            version: self.version,
+            created_at: self.created_at,
+            updated_at: self.updated_at,
+            expire_at: self.expire_at,
+            max_expire_at: self.max_expire_at,
+            last_activity_at: self.last_activity_at,
+            destroyed_at: self.destroyed_at,
+        };
+        Ok((sandbox, self.request_fingerprint))
+    }
+}
+
+/// A sandbox to insert in state PENDING.
+#[derive(Debug)]
+pub struct NewSandboxRecord<'a> {
+    pub id: SandboxId,
+    pub tenant: &'a str,
+    pub owner: &'a str,
+    pub name: Option<&'a str>,
+    pub template: &'a str,
+    pub labels: &'a BTreeMap<String, String>,
+    pub metadata: &'a serde_json::Map<String, serde_json::Value>,
+    pub request_id: Option<&'a str>,
+    pub request_fingerprint: &'a str,
+    pub created_at: DateTime<Utc>,
+    pub expire_at: DateTime<Utc>,
+    pub max_expire_at: DateTime<Utc>,
+}
+
+#[derive(Debug)]
+pub enum InsertOutcome {
+    Inserted(Sandbox),
+    /// A sandbox with the same request id exists already; the fingerprint tells whether the
+    /// earlier request was the same.
+    SameRequestId {
+        existing: Sandbox,
+        same_request: bool,
+    },
+}
+
+/// Which sandboxes a caller may see: its tenant's, and for members only their own.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub tenant: &'a str,
+    pub owner: Option<&'a str>,
+}
+
+/// Optional changes written with a state transition.
+#[derive(Debug, Default)]
+pub struct TransitionChange<'a> {
+    pub reason: &'a str,
+    pub last_error: Option<&'a str>,
+    pub destroy_reason: Option<&'a str>,
+    /// Only transition if the sandbox still has this version (etag check).
+    pub expected_version: Option<i64>,
+}
+
+fn live_states() -> Vec<&'static str> {
+    SandboxState::LIVE
+        .iter()
+        .map(SandboxState::as_str)
+        .collect()
+}
+
+impl Store {
+    /// Inserts a PENDING sandbox unless the owner already holds `live_quota` live sandboxes.
+    /// The quota count and the insert run under a per-owner advisory lock, so concurrent creates
+    /// cannot overshoot it.
+    #[tracing::instrument(name = "store.sandboxes.insert", skip_all, fields(sandbox_id = %new.id))]
+    pub async fn insert_sandbox(
+        &self,
+        new: &NewSandboxRecord<'_>,
+        live_quota: u32,
+        actor: &str,
+    ) -> Result<InsertOutcome> {
+        if let Some(request_id) = new.request_id
+            && let Some(outcome) = self.find_by_request_id(new, request_id).await?
+        {
+            return Ok(outcome);
+        }
+        match self.insert_under_quota(new, live_quota, actor).await {
+            Err(Error::AlreadyExists {
+                reason: "REQUEST_ID_RACE",
+                ..
+            }) => {
+                // A concurrent duplicate of this request won the insert: answer with its sandbox.
+                let request_id = new.request_id.unwrap_or_default();
+                self.find_by_request_id(new, request_id)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Internal(anyhow::anyhow!("request id conflict but no sandbox found"))
+                    })
+            }
+            other => other,
+        }
+    }
+
+    async fn find_by_request_id(
+        &self,
+        new: &NewSandboxRecord<'_>,
+        request_id: &str,
+    ) -> Result<Option<InsertOutcome>> {
+        let row = sqlx::query_as::<_, SandboxRow>(&format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND request_id = $2"
+        ))
+        .bind(new.tenant)
+        .bind(request_id)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (existing, fingerprint) = row.into_domain()?;
+        let same_request =
+            existing.owner == new.owner && fingerprint.as_deref() == Some(new.request_fingerprint);
+        Ok(Some(InsertOutcome::SameRequestId {
+            existing,
+            same_request,
+        }))
+    }
+
+    async fn insert_under_quota(
+        &self,
+        new: &NewSandboxRecord<'_>,
+        live_quota: u32,
+        actor: &str,
+    ) -> Result<InsertOutcome> {
+        let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(format!("sandboxd.owner_quota:{}:{}", new.tenant, new.owner))
+            .execute(&mut *tx)
+            .await?;
+        let (live,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM sandboxes WHERE tenant = $1 AND owner = $2 AND state = ANY($3)",
+        )
+        .bind(new.tenant)
+        .bind(new.owner)
+        .bind(live_states())
+        .fetch_one(&mut *tx)
+        .await?;
+        if live >= i64::from(live_quota) {
+            return Err(Error::QuotaExceeded {
+                subject: format!("owner:{}", new.owner),
+                message: format!(
+                    "owner {:?} already has {live} live sandboxes (limit {live_quota})",
+                    new.owner
+                ),
+            });
+        }
+        let inserted = sqlx::query_as::<_, SandboxRow>(&format!(
+            "INSERT INTO sandboxes (id, tenant, owner, name, template, state, labels, metadata,
+                 request_id, request_fingerprint, created_at, updated_at, expire_at, max_expire_at,
+                 last_activity_at)
+             VALUES ($1, $2, $3, $4, $5, 'PENDING', $6, $7, $8, $9, $10, $10, $11, $12, $10)
+             RETURNING {COLUMNS}"
+        ))
+        .bind(new.id.as_uuid())
+        .bind(new.tenant)
+        .bind(new.owner)
+        .bind(new.name)
+        .bind(new.template)
+        .bind(Json(new.labels))
+        .bind(Json(new.metadata))
+        .bind(new.request_id)
+        .bind(new.request_fingerprint)
+        .bind(new.created_at)
+        .bind(new.expire_at)
+        .bind(new.max_expire_at)
+        .fetch_one(&mut *tx)
+        .await;
+        let row = match inserted {
+            Ok(row) => row,
+            Err(error) => return Err(map_insert_conflict(error, new)),
+        };
+        let (sandbox, _) = row.into_domain()?;
+        audit::record(
+            &mut *tx,
+            new.tenant,
+            Some(new.id.as_uuid()),
+            actor,
+            audit::event::SANDBOX_CREATED,
+            json!({ "template": new.template, "name": new.name, "expire_time": new.expire_at }),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(InsertOutcome::Inserted(sandbox))
+    }
+
+    #[tracing::instrument(name = "store.sandboxes.get", skip(self))]
+    pub async fn get_sandbox(&self, scope: Scope<'_>, id: SandboxId) -> Result<Option<Sandbox>> {
+        let row = sqlx::query_as::<_, SandboxRow>(&format!(
+            "SELECT {COLUMNS} FROM sandboxes
+             WHERE id = $1 AND tenant = $2 AND ($3::text IS NULL OR owner = $3)"
+        ))
+        .bind(id.as_uuid())
+        .bind(scope.tenant)
+        .bind(scope.owner)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| row.into_domain().map(|(sandbox, _)| sandbox))
+            .transpose()
+    }
+
+    /// The live sandbox with this name, or else the most recently created one.
+    #[tracing::instrument(name = "store.sandboxes.get_by_name", skip(self))]
+    pub async fn get_sandbox_by_name(
+        &self,
+        scope: Scope<'_>,
+        name: &str,
+    ) -> Result<Option<Sandbox>> {
+        let row = sqlx::query_as::<_, SandboxRow>(&format!(
+            "SELECT {COLUMNS} FROM sandboxes
+             WHERE name = $1 AND tenant = $2 AND ($3::text IS NULL OR owner = $3)
+             ORDER BY (state = ANY($4)) DESC, created_at DESC, id DESC LIMIT 1"
+        ))
+        .bind(name)
+        .bind(scope.tenant)
+        .bind(scope.owner)
+        .bind(live_states())
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| row.into_domain().map(|(sandbox, _)| sandbox))
+            .transpose()
+    }
+
+    /// Moves a sandbox from `from` to `to` if it is still in `from` (compare-and-set), and
+    /// records the audit event in the same transaction. `None` means another writer changed the
+    /// sandbox first (or the etag no longer matches); the caller re-reads and decides.
+    #[tracing::instrument(name = "store.sandboxes.transition", skip(self, change), fields(%id, %from, %to))]
+    pub async fn transition_sandbox(
+        &self,
+        tenant: &str,
+        id: SandboxId,
+        from: SandboxState,
+        to: SandboxState,
+        actor: &str,
+        change: TransitionChange<'_>,
+    ) -> Result<Option<Sandbox>> {
+        if !state::is_allowed(from, to) {
+            return Err(Error::FailedPrecondition {
+                reason: "INVALID_STATE_TRANSITION",
+                message: format!("a {from} sandbox cannot become {to}"),
+            });
+        }
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query_as::<_, SandboxRow>(&format!(
+            "UPDATE sandboxes SET state = $4, version = version + 1, updated_at = now(),
+                 last_error = coalesce($5, last_error),
+                 destroy_reason = coalesce($6, destroy_reason),
+                 destroyed_at = CASE WHEN $4 = 'DESTROYED' THEN now() ELSE destroyed_at END
+             WHERE id = $1 AND tenant = $2 AND state = $3 AND ($7::bigint IS NULL OR version = $7)
+             RETURNING {COLUMNS}"
+        ))
+        .bind(id.as_uuid())
+        .bind(tenant)
+        .bind(from.as_str())
+        .bind(to.as_str())
+        .bind(change.last_error)
+        .bind(change.destroy_reason)
+        .bind(change.expected_version)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let event_type = match to {
+            SandboxState::Destroying => audit::event::SANDBOX_DESTROYING,
+            SandboxState::Destroyed => audit::event::SANDBOX_DESTROYED,
+            _ => audit::event::STATUS_CHANGED,
+        };
+        let details = json!({
+            "from": from.as_str(),
+            "to": to.as_str(),
+            "reason": change.reason,
+            "last_error": change.last_error,
+        });
+        audit::record(
+            &mut *tx,
+            tenant,
+            Some(id.as_uuid()),
+            actor,
+            event_type,
+            details,
+        )
+        .await?;
+        tx.commit().await?;
+        row.into_domain().map(|(sandbox, _)| Some(sandbox))
+    }
+}
+
+fn map_insert_conflict(error: sqlx::Error, new: &NewSandboxRecord<'_>) -> Error {
+    match pg_codes::unique_violation(&error).as_deref() {
+        Some("sandboxes_live_name_key") => Error::AlreadyExists {
+            reason: "SANDBOX_NAME_TAKEN",
+            message: format!(
+                "a live sandbox named {:?} already exists in this tenant",
+                new.name.unwrap_or_default()
+            ),
+        },
+        Some("sandboxes_request_id_key") => Error::AlreadyExists {
+            reason: "REQUEST_ID_RACE",
+            message: "a concurrent request with this request_id won".into(),
+        },
+        _ => error.into(),
+    }
+}

@@ -1,0 +1,214 @@
+//! Sandbox templates, loaded from `*.toml` files in the configured directory.
+//!
+//! A template's `schema_sql` is trusted operator input: it runs inside the new sandbox schema
+//! (with `search_path` set to it) in the same transaction that creates the schema.
+
+use std::{
+    collections::BTreeMap,
+    path::Path,
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use anyhow::{Context, bail};
+use serde::Deserialize;
+
+use crate::{config::SandboxDefaults, sandbox::validate};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum RuntimeKind {
+    /// Data-only sandbox: schema, Redis prefix, subjects, object prefix.
+    #[default]
+    None,
+    /// Built-in process runtime: a workspace directory and processes.
+    Process,
+}
+
+impl RuntimeKind {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RuntimeKind::None => "none",
+            RuntimeKind::Process => "process",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_min_ready")]
+    pub min_ready: u32,
+    #[serde(default = "default_max_size")]
+    pub max_size: u32,
+}
+
+fn default_min_ready() -> u32 {
+    3
+}
+
+fn default_max_size() -> u32 {
+    10
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            min_ready: default_min_ready(),
+            max_size: default_max_size(),
+        }
+    }
+}
+
+/// A template file as written by operators. Lifetimes left out fall back to the server defaults.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateFile {
+    name: String,
+    #[serde(default)]
+    description: String,
+    #[serde(default)]
+    runtime: RuntimeKind,
+    #[serde(default, with = "humantime_serde")]
+    default_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    max_ttl: Option<Duration>,
+    #[serde(default)]
+    schema_sql: String,
+    #[serde(default)]
+    pool: PoolSettings,
+    /// Hook name → shell command run in the runtime.
+    #[serde(default)]
+    hooks: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Template {
+    pub name: String,
+    pub description: String,
+    pub runtime: RuntimeKind,
+    pub default_ttl: Duration,
+    pub max_ttl: Duration,
+    pub schema_sql: String,
+    pub pool: PoolSettings,
+    pub hooks: BTreeMap<String, String>,
+}
+
+/// All templates the server knows, by name.
+#[derive(Debug, Default)]
+pub struct TemplateCatalog {
+    templates: BTreeMap<String, Arc<Template>>,
+    /// Tables each template's SQL creates, learned by checking the SQL against PostgreSQL once
+    /// the database answers (see `Store::check_template_sql`).
+    tables: RwLock<BTreeMap<String, Vec<String>>>,
+}
+
+impl TemplateCatalog {
+    /// Loads every `*.toml` file in `dir`; any bad file fails the whole load with its path.
+    pub fn load_dir(dir: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Self> {
+        let mut paths: Vec<_> = std::fs::read_dir(dir)
+            .with_context(|| format!("reading templates directory {}", dir.display()))?
+            .filter_map(|entry| entry.ok().map(|e| e.path()))
+            .filter(|path| path.extension().is_some_and(|ext| ext == "toml"))
+            .collect();
+        paths.sort();
+        let mut templates = BTreeMap::new();
+        for path in paths {
+            let template = load_file(&path, defaults)
+                .with_context(|| format!("template file {}", path.display()))?;
+            if templates.contains_key(&template.name) {
+                bail!(
+                    "template {:?} is defined twice (again in {})",
+                    template.name,
+                    path.display()
+                );
+            }
+            templates.insert(template.name.clone(), Arc::new(template));
+        }
+        if templates.is_empty() {
+            bail!("no templates (*.toml) found in {}", dir.display());
+        }
+        Ok(Self {
+            templates,
+            tables: RwLock::default(),
+        })
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Template>> {
+        self.templates.get(name).cloned()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Arc<Template>> {
+        self.templates.values()
+    }
+
+    pub fn set_tables(&self, name: &str, tables: Vec<String>) {
+        self.tables
+            .write()
+            .expect("template tables lock poisoned")
+            .insert(name.to_string(), tables);
+    }
+
+    /// Tables of a template; empty until the database has been checked.
+    pub fn tables(&self, name: &str) -> Vec<String> {
+        let tables = self.tables.read().expect("template tables lock poisoned");
+        tables.get(name).cloned().unwrap_or_default()
+    }
+}
+
+fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template> {
+    let text = std::fs::read_to_string(path)?;
+    let file: TemplateFile = toml::from_str(&text)?;
+    if let Some(violation) = validate::check_name("name", &file.name) {
+        bail!("template name {:?} {}", file.name, violation.description);
+    }
+    let max_ttl = file.max_ttl.unwrap_or(defaults.max_ttl);
+    let default_ttl = file
+        .default_ttl
+        .unwrap_or(defaults.default_ttl)
+        .min(max_ttl);
+    if default_ttl.is_zero() {
+        bail!("default_ttl must be greater than 0");
+    }
+    if file.pool.enabled && (file.pool.max_size == 0 || file.pool.min_ready > file.pool.max_size) {
+        bail!("pool needs 0 < max_size and min_ready <= max_size");
+    }
+    Ok(Template {
+        name: file.name,
+        description: file.description,
+        runtime: file.runtime,
+        default_ttl,
+        max_ttl,
+        schema_sql: file.schema_sql,
+        pool: file.pool,
+        hooks: file.hooks,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shipped_templates_load() {
+        let catalog =
+            TemplateCatalog::load_dir(Path::new("deploy/templates"), &SandboxDefaults::default())
+                .unwrap();
+        let guild = catalog
+            .get("discord-guild")
+            .expect("discord-guild template");
+        assert!(guild.schema_sql.contains("communities"));
+        assert!(catalog.get("git-agent").is_some());
+    }
+
+    #[test]
+    fn a_bad_file_is_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("broken.toml"), "name = \"Not Valid\"").unwrap();
+        let error = TemplateCatalog::load_dir(dir.path(), &SandboxDefaults::default()).unwrap_err();
+        assert!(format!("{error:#}").contains("broken.toml"), "{error:#}");
+    }
+}

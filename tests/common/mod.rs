@@ -1,0 +1,317 @@
+//! Test harness: the real server, in-process on port 0, against a fresh PostgreSQL database per
+//! test and its own Redis key prefix. Needs PostgreSQL and Redis (`TEST_DATABASE_URL`, default
+//! `postgres://postgres@127.0.0.1:5432/postgres`, a role allowed to create databases;
+//! `TEST_REDIS_URL`, default `redis://127.0.0.1:6379`); a test fails loudly when they are absent.
+
+#![allow(dead_code)]
+
+pub mod gate;
+
+use std::{net::SocketAddr, time::Duration};
+
+use sandboxd::{
+    auth::{self, Principal, Role},
+    config::{Config, SecretUrl},
+    proto::{
+        guild_routing_client::GuildRoutingClient, sandbox_control_client::SandboxControlClient,
+        sync_service_client::SyncServiceClient,
+    },
+    server::{self, RunningServer},
+};
+use sqlx::{Connection, PgConnection, PgPool};
+use tonic::{
+    Request, Status,
+    metadata::MetadataValue,
+    service::{Interceptor, interceptor::InterceptedService},
+    transport::Channel,
+};
+use tonic_health::pb::{
+    HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient,
+};
+
+pub fn admin_database_url() -> String {
+    std::env::var("TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+}
+
+pub fn redis_url() -> String {
+    std::env::var("TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// `admin_url` with its database replaced by `database`.
+pub fn database_url(admin_url: &str, database: &str) -> String {
+    let (base, _) = admin_url.rsplit_once('/').expect("database URL has a path");
+    format!("{base}/{database}")
+}
+
+/// Adds `authorization: Bearer <key>` to every call.
+#[derive(Clone)]
+pub struct Bearer(pub Option<String>);
+
+impl Interceptor for Bearer {
+    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
+        if let Some(key) = &self.0 {
+            let value: MetadataValue<_> = format!("Bearer {key}").parse().expect("ascii key");
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+pub type Control = SandboxControlClient<InterceptedService<Channel, Bearer>>;
+pub type Routing = GuildRoutingClient<InterceptedService<Channel, Bearer>>;
+pub type Sync = SyncServiceClient<InterceptedService<Channel, Bearer>>;
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub config: Config,
+    pub database_name: String,
+    pub database_url: String,
+    /// Key of the owner of tenant "acme" (subject "alice").
+    pub owner_key: String,
+    server: Option<RunningServer>,
+    channel: Channel,
+}
+
+impl TestApp {
+    pub async fn spawn() -> TestApp {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns the server with `customize` applied to the test config, and waits until it is
+    /// SERVING (by watching the health service, not by sleeping).
+    pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> TestApp {
+        let mut app = Self::start_unready(customize).await;
+        app.wait_for_health("", ServingStatus::Serving).await;
+        let principal = Principal {
+            tenant: "acme".into(),
+            subject: "alice".into(),
+            role: Role::Owner,
+        };
+        app.owner_key = app.create_key(&principal).await;
+        app
+    }
+
+    /// Spawns the server without waiting for readiness and without creating keys.
+    pub async fn start_unready(customize: impl FnOnce(&mut Config)) -> TestApp {
+        let admin_url = admin_database_url();
+        let database_name = format!("sandboxd_test_{}", uuid::Uuid::new_v4().simple());
+        let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
+            panic!("cannot reach PostgreSQL at TEST_DATABASE_URL ({admin_url}): {error}; run scripts/test, which starts it")
+        });
+        sqlx::query(&format!("CREATE DATABASE {database_name}"))
+            .execute(&mut admin)
+            .await
+            .expect("creating the test database");
+        admin.close().await.ok();
+        let database_url = database_url(&admin_url, &database_name);
+
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().unwrap();
+        config.server.readiness_interval = Duration::from_millis(100);
+        config.server.shutdown_grace = Duration::from_secs(10);
+        config.database.url = SecretUrl::new(&database_url);
+        config.database.max_connections = 10;
+        config.redis.url = SecretUrl::new(redis_url());
+        config.redis.key_prefix = format!("sandboxd-test:{}:", uuid::Uuid::new_v4().simple());
+        config.templates.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/templates").into();
+        customize(&mut config);
+        config.validate().expect("test config is valid");
+
+        let server = server::start(config.clone()).await.expect("server starts");
+        let addr = server.local_addr;
+        let channel = Channel::from_shared(format!("http://{addr}"))
+            .unwrap()
+            .connect_lazy();
+        TestApp {
+            addr,
+            config,
+            database_name,
+            database_url,
+            owner_key: String::new(),
+            server: Some(server),
+            channel,
+        }
+    }
+
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+
+    pub fn control(&self, key: Option<&str>) -> Control {
+        SandboxControlClient::with_interceptor(self.channel(), Bearer(key.map(str::to_string)))
+    }
+
+    pub fn owner(&self) -> Control {
+        self.control(Some(&self.owner_key))
+    }
+
+    pub fn routing(&self, key: Option<&str>) -> Routing {
+        GuildRoutingClient::with_interceptor(self.channel(), Bearer(key.map(str::to_string)))
+    }
+
+    pub fn sync(&self, key: Option<&str>) -> Sync {
+        SyncServiceClient::with_interceptor(self.channel(), Bearer(key.map(str::to_string)))
+    }
+
+    pub fn health(&self) -> HealthClient<Channel> {
+        HealthClient::new(self.channel())
+    }
+
+    pub fn server(&self) -> &RunningServer {
+        self.server.as_ref().expect("server is running")
+    }
+
+    pub async fn create_key(&self, principal: &Principal) -> String {
+        auth::create_key(&self.server().app.store, principal, "test", None)
+            .await
+            .expect("creating a key")
+            .key
+    }
+
+    pub async fn key_for(&self, tenant: &str, subject: &str, role: Role) -> String {
+        self.create_key(&Principal {
+            tenant: tenant.into(),
+            subject: subject.into(),
+            role,
+        })
+        .await
+    }
+
+    /// A direct connection to the test database, for checking what the server did.
+    pub async fn pg(&self) -> PgPool {
+        PgPool::connect(&self.database_url)
+            .await
+            .expect("connecting to the test database")
+    }
+
+    pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(redis_url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connecting to Redis")
+    }
+
+    /// Watches `service` until it reports `want` (30 s at most, then the test fails).
+    pub async fn wait_for_health(&self, service: &str, want: ServingStatus) {
+        let request = HealthCheckRequest {
+            service: service.into(),
+        };
+        let watched = async {
+            let mut stream = self
+                .health()
+                .watch(request)
+                .await
+                .expect("health watch")
+                .into_inner();
+            while let Some(response) = stream.message().await.expect("health stream") {
+                if response.status() == want {
+                    return;
+                }
+            }
+            panic!("health stream ended before {want:?}");
+        };
+        tokio::time::timeout(Duration::from_secs(30), watched)
+            .await
+            .unwrap_or_else(|_| {
+                panic!("health of {service:?} did not become {want:?} within 30 s")
+            });
+    }
+
+    /// Graceful shutdown; returns the server's result.
+    pub async fn shutdown(&mut self) -> anyhow::Result<()> {
+        match self.server.take() {
+            Some(server) => server.shutdown().await,
+            None => Ok(()),
+        }
+    }
+
+    pub fn take_server(&mut self) -> RunningServer {
+        self.server.take().expect("server is running")
+    }
+}
+
+impl Drop for TestApp {
+    /// Stops the server and removes the test database and every Redis key the test made, even
+    /// when the test panicked.
+    fn drop(&mut self) {
+        let server = self.server.take();
+        if let Some(server) = &server {
+            server.shutdown_token().cancel();
+        }
+        let database_name = self.database_name.clone();
+        let database_url = self.database_url.clone();
+        let key_prefix = self.config.redis.key_prefix.clone();
+        let cleanup = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(cleanup(database_name, database_url, key_prefix));
+        });
+        drop(server);
+        if let Err(panic) = cleanup.join() {
+            eprintln!("test cleanup failed: {panic:?}");
+        }
+    }
+}
+
+async fn cleanup(database_name: String, database_url: String, key_prefix: String) {
+    let mut patterns = vec![format!("{key_prefix}*")];
+    if let Ok(mut conn) = PgConnection::connect(&database_url).await {
+        let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM sandboxes")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap_or_default();
+        patterns.extend(ids.iter().map(|id| format!("sandbox:{{{id}}}:*")));
+        conn.close().await.ok();
+    }
+    if let Ok(client) = redis::Client::open(redis_url())
+        && let Ok(mut redis) = client.get_multiplexed_async_connection().await
+    {
+        for pattern in patterns {
+            let keys: Vec<String> = redis::cmd("KEYS")
+                .arg(&pattern)
+                .query_async(&mut redis)
+                .await
+                .unwrap_or_default();
+            if !keys.is_empty() {
+                let _: Result<u64, _> = redis::cmd("UNLINK")
+                    .arg(&keys)
+                    .query_async(&mut redis)
+                    .await;
+            }
+        }
+    }
+    let mut admin = PgConnection::connect(&admin_database_url())
+        .await
+        .expect("admin connection for cleanup");
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS {database_name} WITH (FORCE)"
+    ))
+    .execute(&mut admin)
+    .await
+    .expect("dropping the test database");
+}
+
+/// The `google.rpc.ErrorInfo` reason of a status.
+pub fn error_reason(status: &Status) -> String {
+    use tonic_types::StatusExt;
+    status
+        .get_details_error_info()
+        .map(|info| {
+            assert_eq!(info.domain, "sandboxd", "ErrorInfo.domain");
+            info.reason
+        })
+        .unwrap_or_else(|| panic!("status has no ErrorInfo: {status:?}"))
+}
+
+/// The field paths of a status's `google.rpc.BadRequest` violations.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    use tonic_types::StatusExt;
+    status
+        .get_details_bad_request()
+        .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
+        .unwrap_or_default()
+}
