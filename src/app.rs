@@ -30,10 +30,8 @@ pub struct App {
 impl App {
     /// Builds everything without touching the network; the readiness task connects later.
     pub fn build(config: Config) -> anyhow::Result<Arc<Self>> {
-        let templates = Arc::new(TemplateCatalog::load_dir(
-            &config.templates.dir,
-            &config.sandbox,
-        )?);
+        let templates =
+            Arc::new(TemplateCatalog::load_dir(&config.templates.dir, &config.sandbox)?);
         let store = Store::connect_lazy(&config.database)?;
         let redis_pool = redis_namespace::build_pool(&config.redis)?;
         let redis = RedisNamespace::new(redis_pool, config.redis.timeout);

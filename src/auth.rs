@@ -105,10 +105,7 @@ pub struct GeneratedKey {
 
 impl fmt::Debug for GeneratedKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GeneratedKey")
-            .field("id", &self.id)
-            .field("key", &"OMITTED")
-            .finish()
+        f.debug_struct("GeneratedKey").field("id", &self.id).field("key", &"OMITTED").finish()
     }
 }
 
@@ -117,16 +114,11 @@ pub fn check_tenant(tenant: &str) -> Result<()> {
     let ok = !tenant.is_empty()
         && tenant.len() <= 63
         && tenant.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-        && tenant
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        && tenant.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
     if ok {
         Ok(())
     } else {
-        Err(Error::invalid(
-            "tenant",
-            "must match [a-z0-9][a-z0-9-]* and be at most 63 characters",
-        ))
+        Err(Error::invalid("tenant", "must match [a-z0-9][a-z0-9-]* and be at most 63 characters"))
     }
 }
 
@@ -184,12 +176,7 @@ impl Authenticator {
                 "AUTHENTICATION IS DISABLED: every caller is the owner of tenant \"dev\"; never do this outside local development"
             );
         }
-        Self {
-            store,
-            mode,
-            cache_ttl,
-            cache: Mutex::new(HashMap::new()),
-        }
+        Self { store, mode, cache_ttl, cache: Mutex::new(HashMap::new()) }
     }
 
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal> {
@@ -237,14 +224,10 @@ fn bearer_token(metadata: &MetadataMap) -> Result<&str> {
     let token = value
         .strip_prefix("Bearer ")
         .or_else(|| value.strip_prefix("bearer "))
-        .ok_or(Error::Unauthenticated(
-            "authorization header must be `Bearer <api key>`",
-        ))?
+        .ok_or(Error::Unauthenticated("authorization header must be `Bearer <api key>`"))?
         .trim();
     if token.is_empty() {
-        return Err(Error::Unauthenticated(
-            "authorization header has an empty key",
-        ));
+        return Err(Error::Unauthenticated("authorization header has an empty key"));
     }
     Ok(token)
 }

@@ -102,18 +102,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             config.validate()?;
             tracing::info!(database = %config.database.url, redis = %config.redis.url, "starting sandboxd");
-            store::ensure_database(config.database.url.expose())
-                .await
-                .ok();
+            store::ensure_database(config.database.url.expose()).await.ok();
             let server = crate::server::start(config).await?;
-            let token = server.shutdown_token();
-            tokio::spawn(async move {
-                crate::shutdown_signal().await;
-                token.cancel();
-                crate::shutdown_signal().await;
-                eprintln!("second signal: exiting at once");
-                std::process::exit(130);
-            });
+            crate::cancel_on_signal(server.shutdown_token());
             server.wait().await
         }
         Command::Migrate => {
@@ -124,21 +115,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("migrations applied to {}", config.database.url);
             Ok(())
         }
-        Command::Dev {
-            listen,
-            data_dir,
-            deps_only,
-        } => {
-            let mut dev_options = DevOptions {
-                listen,
-                data_dir,
-                deps_only_env_file: deps_only,
-            };
-            if dev_options.deps_only_env_file.is_none() {
-                // Second signal exits at once; the first drains (handled inside dev::run).
-                dev_options.listen = dev_options.listen.or(Some(config.server.listen));
-            }
-            dev::run(config, dev_options).await
+        Command::Dev { listen, data_dir, deps_only } => {
+            let given = dev::GivenDependencies::from_env();
+            let dev_options = DevOptions { listen, data_dir, deps_only_env_file: deps_only };
+            dev::run(config, given, dev_options).await
         }
         Command::Keys { command } => keys(config, command).await,
     }
@@ -146,25 +126,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = Store::connect_lazy(&config.database)?;
-    store
-        .migrate()
-        .await
-        .context("the database is not reachable or not migrated")?;
+    store.migrate().await.context("the database is not reachable or not migrated")?;
     match command {
-        KeysCommand::Create {
-            tenant,
-            role,
-            subject,
-            description,
-        } => {
+        KeysCommand::Create { tenant, role, subject, description } => {
             let role: Role = role.parse()?;
             let subject = subject
                 .unwrap_or_else(|| format!("key-{}", &Uuid::new_v4().simple().to_string()[..8]));
-            let principal = Principal {
-                tenant,
-                subject,
-                role,
-            };
+            let principal = Principal { tenant, subject, role };
             let key = auth::create_key(&store, &principal, &description, None).await?;
             eprintln!(
                 "created key {} for tenant {:?}, subject {:?}, role {}. It is shown only now:",

@@ -152,10 +152,7 @@ pub struct AuthConfig {
 
 impl Default for AuthConfig {
     fn default() -> Self {
-        Self {
-            mode: AuthMode::ApiKey,
-            key_cache_ttl: Duration::from_secs(10),
-        }
+        Self { mode: AuthMode::ApiKey, key_cache_ttl: Duration::from_secs(10) }
     }
 }
 
@@ -200,9 +197,7 @@ pub struct TemplatesConfig {
 
 impl Default for TemplatesConfig {
     fn default() -> Self {
-        Self {
-            dir: PathBuf::from("deploy/templates"),
-        }
+        Self { dir: PathBuf::from("deploy/templates") }
     }
 }
 
@@ -223,10 +218,7 @@ pub struct TelemetryConfig {
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self {
-            log_format: LogFormat::Text,
-            log_filter: "info,sqlx=warn".into(),
-        }
+        Self { log_format: LogFormat::Text, log_filter: "info,sqlx=warn".into() }
     }
 }
 
@@ -242,11 +234,7 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment
-            .merge(
-                Env::prefixed("SANDBOXD_")
-                    .split("__")
-                    .ignore(&["dev_api_key"]),
-            )
+            .merge(Env::prefixed("SANDBOXD_").split("__").ignore(&["dev_api_key"]))
             .extract()
             .context("invalid configuration")
     }
@@ -263,20 +251,14 @@ impl Config {
             problems.push("redis.url must start with redis://".to_string());
         }
         let positive = [
-            (
-                "database.max_connections",
-                self.database.max_connections as usize,
-            ),
+            ("database.max_connections", self.database.max_connections as usize),
             ("redis.pool_size", self.redis.pool_size),
             ("server.max_message_bytes", self.server.max_message_bytes),
             (
                 "server.concurrency_limit_per_connection",
                 self.server.concurrency_limit_per_connection,
             ),
-            (
-                "sandbox.max_live_per_owner",
-                self.sandbox.max_live_per_owner as usize,
-            ),
+            ("sandbox.max_live_per_owner", self.sandbox.max_live_per_owner as usize),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -305,10 +287,8 @@ impl Config {
             problems.push("s3.bucket must be set when s3.enabled".to_string());
         }
         if !self.templates.dir.is_dir() {
-            problems.push(format!(
-                "templates.dir {} is not a directory",
-                self.templates.dir.display()
-            ));
+            problems
+                .push(format!("templates.dir {} is not a directory", self.templates.dir.display()));
         }
         if problems.is_empty() {
             Ok(())

@@ -25,10 +25,7 @@ pub struct FieldViolation {
 
 impl FieldViolation {
     pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            description: description.into(),
-        }
+        Self { field: field.into(), description: description.into() }
     }
 }
 
@@ -43,25 +40,16 @@ pub enum Error {
     NotFound { resource: &'static str, id: String },
     /// A resource with the same identity already exists.
     #[error("{message}")]
-    AlreadyExists {
-        reason: &'static str,
-        message: String,
-    },
+    AlreadyExists { reason: &'static str, message: String },
     /// A quota or limit would be exceeded.
     #[error("{message}")]
     QuotaExceeded { subject: String, message: String },
     /// The resource is in a state that does not allow the operation.
     #[error("{message}")]
-    FailedPrecondition {
-        reason: &'static str,
-        message: String,
-    },
+    FailedPrecondition { reason: &'static str, message: String },
     /// A concurrent change won (compare-and-set or lock contention); the caller may retry.
     #[error("{message}")]
-    Aborted {
-        reason: &'static str,
-        message: String,
-    },
+    Aborted { reason: &'static str, message: String },
     /// No valid credentials.
     #[error("{0}")]
     Unauthenticated(&'static str),
@@ -87,10 +75,8 @@ pub enum Error {
 }
 
 fn describe_violations(violations: &[FieldViolation]) -> String {
-    let parts: Vec<String> = violations
-        .iter()
-        .map(|v| format!("{}: {}", v.field, v.description))
-        .collect();
+    let parts: Vec<String> =
+        violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect();
     parts.join("; ")
 }
 
@@ -100,17 +86,11 @@ impl Error {
     }
 
     pub fn not_found(resource: &'static str, id: impl Into<String>) -> Self {
-        Self::NotFound {
-            resource,
-            id: id.into(),
-        }
+        Self::NotFound { resource, id: id.into() }
     }
 
     pub fn unavailable(dependency: &'static str, source: impl Into<anyhow::Error>) -> Self {
-        Self::Unavailable {
-            dependency,
-            source: source.into(),
-        }
+        Self::Unavailable { dependency, source: source.into() }
     }
 
     /// Converts to a gRPC status with details. Internal errors are logged here, once.
@@ -132,10 +112,7 @@ impl Error {
                 Status::with_error_details(Code::NotFound, message, details)
             }
             Error::AlreadyExists { reason, .. } => with_info(Code::AlreadyExists, message, reason),
-            Error::QuotaExceeded {
-                subject,
-                message: description,
-            } => {
+            Error::QuotaExceeded { subject, message: description } => {
                 let mut details = error_info("QUOTA_EXCEEDED", HashMap::new());
                 details.add_quota_failure_violation(subject, description);
                 Status::with_error_details(Code::ResourceExhausted, message, details)
@@ -151,11 +128,7 @@ impl Error {
                 with_info(Code::PermissionDenied, message, "PERMISSION_DENIED")
             }
             Error::Unavailable { dependency, source } => {
-                tracing::warn!(
-                    dependency,
-                    error = format!("{source:#}"),
-                    "dependency unavailable"
-                );
+                tracing::warn!(dependency, error = format!("{source:#}"), "dependency unavailable");
                 let metadata = HashMap::from([("dependency".into(), dependency.into())]);
                 let details = error_info("DEPENDENCY_UNAVAILABLE", metadata);
                 Status::with_error_details(Code::Unavailable, message, details)

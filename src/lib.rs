@@ -36,3 +36,14 @@ pub async fn shutdown_signal() {
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
 }
+
+/// First SIGINT/SIGTERM cancels `token` (graceful drain); a second one exits at once.
+pub fn cancel_on_signal(token: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        token.cancel();
+        shutdown_signal().await;
+        eprintln!("second signal: exiting at once");
+        std::process::exit(130);
+    });
+}

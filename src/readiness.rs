@@ -9,7 +9,12 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{app::App, server::set_all};
 
-pub async fn run(app: Arc<App>, reporter: HealthReporter, shutdown: CancellationToken) {
+/// Returns an error only for a fatal startup problem, after asking the server to stop.
+pub async fn run(
+    app: Arc<App>,
+    reporter: HealthReporter,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     let interval = app.config.server.readiness_interval;
     let mut initialized = false;
     let mut last_ready = None;
@@ -18,12 +23,9 @@ pub async fn run(app: Arc<App>, reporter: HealthReporter, shutdown: Cancellation
             match initialize(&app).await {
                 Ok(()) => initialized = true,
                 Err(Fatal(error)) => {
-                    tracing::error!(
-                        error = format!("{error:#}"),
-                        "startup check failed; stopping"
-                    );
+                    tracing::error!(error = format!("{error:#}"), "startup check failed; stopping");
                     shutdown.cancel();
-                    return;
+                    return Err(error);
                 }
                 Err(Retry(error)) => {
                     tracing::warn!(error = format!("{error:#}"), "PostgreSQL not ready yet");
@@ -32,11 +34,7 @@ pub async fn run(app: Arc<App>, reporter: HealthReporter, shutdown: Cancellation
         }
         let ready = initialized && probe(&app).await;
         if last_ready != Some(ready) && !shutdown.is_cancelled() {
-            let status = if ready {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
+            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
             app.set_ready(ready);
             set_all(&reporter, status).await;
             tracing::info!(ready, "readiness changed");
@@ -45,7 +43,7 @@ pub async fn run(app: Arc<App>, reporter: HealthReporter, shutdown: Cancellation
         tokio::select! {
             () = shutdown.cancelled() => {
                 app.set_ready(false);
-                return;
+                return Ok(());
             }
             () = tokio::time::sleep(interval) => {}
         }
@@ -59,10 +57,7 @@ enum InitError {
 use InitError::{Fatal, Retry};
 
 async fn initialize(app: &App) -> Result<(), InitError> {
-    app.store
-        .ping()
-        .await
-        .map_err(|error| Retry(error.into()))?;
+    app.store.ping().await.map_err(|error| Retry(error.into()))?;
     app.store.migrate().await.map_err(Fatal)?;
     app.check_templates().await.map_err(Fatal)
 }

@@ -21,11 +21,8 @@ use crate::{
 };
 
 /// Services reported by `grpc.health.v1.Health`, besides the overall status `""`.
-pub const SERVICE_NAMES: [&str; 3] = [
-    "sandboxd.v1.SandboxControl",
-    "sandboxd.v1.GuildRouting",
-    "sandboxd.v1.SyncService",
-];
+pub const SERVICE_NAMES: [&str; 3] =
+    ["sandboxd.v1.SandboxControl", "sandboxd.v1.GuildRouting", "sandboxd.v1.SyncService"];
 
 /// A running server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -34,7 +31,7 @@ pub struct RunningServer {
     shutdown: CancellationToken,
     grace: Duration,
     serve: JoinHandle<anyhow::Result<()>>,
-    readiness: JoinHandle<()>,
+    readiness: JoinHandle<anyhow::Result<()>>,
 }
 
 impl RunningServer {
@@ -46,14 +43,7 @@ impl RunningServer {
     /// Waits until the server stops (after the token is cancelled, or on a fatal error), giving
     /// in-flight RPCs up to the configured grace period to finish.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let RunningServer {
-            shutdown,
-            grace,
-            mut serve,
-            readiness,
-            app,
-            ..
-        } = self;
+        let RunningServer { shutdown, grace, mut serve, readiness, app, .. } = self;
         let result = tokio::select! {
             result = &mut serve => result,
             () = shutdown.cancelled() => {
@@ -68,9 +58,10 @@ impl RunningServer {
             }
         };
         shutdown.cancel();
-        let _ = readiness.await;
+        let startup = readiness.await.context("readiness task panicked")?;
         app.store.close().await;
-        result.context("server task panicked")?
+        result.context("server task panicked")??;
+        startup
     }
 
     /// Starts a graceful shutdown and waits for it.
@@ -93,11 +84,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&health_reporter, ServingStatus::NotServing).await;
-    let readiness = tokio::spawn(crate::readiness::run(
-        app.clone(),
-        health_reporter.clone(),
-        shutdown.clone(),
-    ));
+    let readiness =
+        tokio::spawn(crate::readiness::run(app.clone(), health_reporter.clone(), shutdown.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -151,14 +139,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("gRPC server failed")
     });
     tracing::info!(%local_addr, "sandboxd listening");
-    Ok(RunningServer {
-        local_addr,
-        app,
-        shutdown,
-        grace,
-        serve,
-        readiness,
-    })
+    Ok(RunningServer { local_addr, app, shutdown, grace, serve, readiness })
 }
 
 pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

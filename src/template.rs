@@ -55,11 +55,7 @@ fn default_max_size() -> u32 {
 
 impl Default for PoolSettings {
     fn default() -> Self {
-        Self {
-            enabled: false,
-            min_ready: default_min_ready(),
-            max_size: default_max_size(),
-        }
+        Self { enabled: false, min_ready: default_min_ready(), max_size: default_max_size() }
     }
 }
 
@@ -131,10 +127,7 @@ impl TemplateCatalog {
         if templates.is_empty() {
             bail!("no templates (*.toml) found in {}", dir.display());
         }
-        Ok(Self {
-            templates,
-            tables: RwLock::default(),
-        })
+        Ok(Self { templates, tables: RwLock::default() })
     }
 
     pub fn get(&self, name: &str) -> Option<Arc<Template>> {
@@ -166,10 +159,7 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
         bail!("template name {:?} {}", file.name, violation.description);
     }
     let max_ttl = file.max_ttl.unwrap_or(defaults.max_ttl);
-    let default_ttl = file
-        .default_ttl
-        .unwrap_or(defaults.default_ttl)
-        .min(max_ttl);
+    let default_ttl = file.default_ttl.unwrap_or(defaults.default_ttl).min(max_ttl);
     if default_ttl.is_zero() {
         bail!("default_ttl must be greater than 0");
     }
@@ -197,9 +187,7 @@ mod tests {
         let catalog =
             TemplateCatalog::load_dir(Path::new("deploy/templates"), &SandboxDefaults::default())
                 .unwrap();
-        let guild = catalog
-            .get("discord-guild")
-            .expect("discord-guild template");
+        let guild = catalog.get("discord-guild").expect("discord-guild template");
         assert!(guild.schema_sql.contains("communities"));
         assert!(catalog.get("git-agent").is_some());
     }

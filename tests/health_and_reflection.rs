@@ -17,22 +17,12 @@ async fn health_is_serving_overall_and_per_service_once_dependencies_answer() {
     let mut health = app.health();
     for service in std::iter::once("").chain(SERVICE_NAMES) {
         let response = health
-            .check(HealthCheckRequest {
-                service: service.into(),
-            })
+            .check(HealthCheckRequest { service: service.into() })
             .await
             .unwrap_or_else(|status| panic!("health check of {service:?}: {status:?}"));
-        assert_eq!(
-            response.into_inner().status(),
-            ServingStatus::Serving,
-            "{service:?}"
-        );
+        assert_eq!(response.into_inner().status(), ServingStatus::Serving, "{service:?}");
     }
-    let unknown = health
-        .check(HealthCheckRequest {
-            service: "no.such.Service".into(),
-        })
-        .await;
+    let unknown = health.check(HealthCheckRequest { service: "no.such.Service".into() }).await;
     assert_eq!(unknown.unwrap_err().code(), Code::NotFound);
 }
 
@@ -44,9 +34,7 @@ async fn health_stays_not_serving_until_redis_answers_and_watch_sees_the_change(
 
     let mut watch = app
         .health()
-        .watch(HealthCheckRequest {
-            service: "sandboxd.v1.SandboxControl".into(),
-        })
+        .watch(HealthCheckRequest { service: "sandboxd.v1.SandboxControl".into() })
         .await
         .unwrap()
         .into_inner();
@@ -86,11 +74,8 @@ async fn reflection_v1_lists_every_service() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut responses =
+        client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let Some(MessageResponse::ListServicesResponse(list)) =
         responses.message().await.unwrap().unwrap().message_response
     else {
@@ -112,11 +97,8 @@ async fn reflection_v1alpha_lists_every_service_for_grpcurl_1_8() {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
     };
-    let mut responses = client
-        .server_reflection_info(tokio_stream::iter([request]))
-        .await
-        .unwrap()
-        .into_inner();
+    let mut responses =
+        client.server_reflection_info(tokio_stream::iter([request])).await.unwrap().into_inner();
     let Some(MessageResponse::ListServicesResponse(list)) =
         responses.message().await.unwrap().unwrap().message_response
     else {
@@ -133,9 +115,6 @@ fn assert_all_services_listed(names: &[String]) {
         "sandboxd.v1.SyncService",
         "grpc.health.v1.Health",
     ] {
-        assert!(
-            names.iter().any(|name| name == expected),
-            "{expected} missing from {names:?}"
-        );
+        assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");
     }
 }

@@ -14,17 +14,11 @@ use crate::{
 };
 
 pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
-    Timestamp {
-        seconds: time.timestamp(),
-        nanos: time.timestamp_subsec_nanos() as i32,
-    }
+    Timestamp { seconds: time.timestamp(), nanos: time.timestamp_subsec_nanos() as i32 }
 }
 
 pub fn duration(value: Duration) -> prost_types::Duration {
-    prost_types::Duration {
-        seconds: value.as_secs() as i64,
-        nanos: value.subsec_nanos() as i32,
-    }
+    prost_types::Duration { seconds: value.as_secs() as i64, nanos: value.subsec_nanos() as i32 }
 }
 
 /// A positive, well-formed protobuf duration.
@@ -115,12 +109,7 @@ fn value_to_json(field: &str, value: Value) -> Result<Json, FieldViolation> {
 }
 
 pub fn json_to_struct(map: Map<String, Json>) -> Struct {
-    Struct {
-        fields: map
-            .into_iter()
-            .map(|(key, value)| (key, json_to_value(value)))
-            .collect(),
-    }
+    Struct { fields: map.into_iter().map(|(key, value)| (key, json_to_value(value))).collect() }
 }
 
 fn json_to_value(value: Json) -> Value {
@@ -139,9 +128,5 @@ fn json_to_value(value: Json) -> Value {
 
 /// Turns collected violations into a result.
 pub fn violations_to_result<T>(value: T, violations: Vec<FieldViolation>) -> Result<T, Error> {
-    if violations.is_empty() {
-        Ok(value)
-    } else {
-        Err(Error::InvalidArgument(violations))
-    }
+    if violations.is_empty() { Ok(value) } else { Err(Error::InvalidArgument(violations)) }
 }

@@ -17,18 +17,12 @@ pub fn create_spec(request: proto::CreateSandboxRequest) -> Result<CreateSpec> {
         violations.push(violation);
     }
     let name = (!request.name.is_empty()).then_some(request.name);
-    if let Some(violation) = name
-        .as_deref()
-        .and_then(|name| validate::check_name("name", name))
-    {
+    if let Some(violation) = name.as_deref().and_then(|name| validate::check_name("name", name)) {
         violations.push(violation);
     }
     let labels: BTreeMap<String, String> = request.labels.into_iter().collect();
     violations.extend(validate::check_labels("labels", &labels));
-    let metadata = match request
-        .metadata
-        .map(|value| struct_to_json("metadata", value))
-    {
+    let metadata = match request.metadata.map(|value| struct_to_json("metadata", value)) {
         None => serde_json::Map::new(),
         Some(Ok(metadata)) => metadata,
         Some(Err(violation)) => {
@@ -39,11 +33,7 @@ pub fn create_spec(request: proto::CreateSandboxRequest) -> Result<CreateSpec> {
     if let Some(violation) = validate::check_metadata("metadata", &metadata) {
         violations.push(violation);
     }
-    let ttl = match request
-        .ttl
-        .as_ref()
-        .map(|ttl| positive_duration("ttl", ttl))
-    {
+    let ttl = match request.ttl.as_ref().map(|ttl| positive_duration("ttl", ttl)) {
         None => None,
         Some(Ok(ttl)) => Some(ttl),
         Some(Err(violation)) => {
@@ -52,20 +42,12 @@ pub fn create_spec(request: proto::CreateSandboxRequest) -> Result<CreateSpec> {
         }
     };
     let request_id = (!request.request_id.is_empty()).then_some(request.request_id);
-    if let Some(violation) = request_id
-        .as_deref()
-        .and_then(|id| validate::check_request_id("request_id", id))
+    if let Some(violation) =
+        request_id.as_deref().and_then(|id| validate::check_request_id("request_id", id))
     {
         violations.push(violation);
     }
-    let spec = CreateSpec {
-        template: request.template,
-        name,
-        labels,
-        metadata,
-        ttl,
-        request_id,
-    };
+    let spec = CreateSpec { template: request.template, name, labels, metadata, ttl, request_id };
     violations_to_result(spec, violations)
 }
 
@@ -100,20 +82,13 @@ pub fn destroy(request: proto::DestroySandboxRequest) -> Result<DestroyRequest> 
         violations.push(violation);
     }
     if request.final_sync {
-        return Err(Error::Unimplemented(
-            "final workspace sync on destroy (SyncService)",
-        ));
+        return Err(Error::Unimplemented("final workspace sync on destroy (SyncService)"));
     }
     let etag = (!request.etag.is_empty()).then_some(request.etag);
     match id {
-        Ok(id) => violations_to_result(
-            DestroyRequest {
-                id,
-                reason: request.reason,
-                etag,
-            },
-            violations,
-        ),
+        Ok(id) => {
+            violations_to_result(DestroyRequest { id, reason: request.reason, etag }, violations)
+        }
         Err(_) => Err(Error::InvalidArgument(violations)),
     }
 }

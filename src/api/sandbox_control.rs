@@ -56,12 +56,7 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::ListSandboxesRequest>,
     ) -> Reply<proto::ListSandboxesResponse> {
-        unimplemented(
-            &self.app,
-            &request,
-            "ListSandboxes (filtered, paginated listing)",
-        )
-        .await
+        unimplemented(&self.app, &request, "ListSandboxes (filtered, paginated listing)").await
     }
 
     async fn extend_sandbox(
@@ -80,12 +75,7 @@ impl SandboxControl for SandboxControlApi {
         let sandbox = self
             .app
             .sandboxes
-            .destroy(
-                &principal,
-                destroy.id,
-                &destroy.reason,
-                destroy.etag.as_deref(),
-            )
+            .destroy(&principal, destroy.id, &destroy.reason, destroy.etag.as_deref())
             .await?;
         Ok(Response::new(self.encode(sandbox)))
     }
@@ -101,24 +91,15 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::GetSandboxHealthRequest>,
     ) -> Reply<proto::SandboxHealth> {
-        unimplemented(
-            &self.app,
-            &request,
-            "GetSandboxHealth (per-sandbox health checks)",
-        )
-        .await
+        unimplemented(&self.app, &request, "GetSandboxHealth (per-sandbox health checks)").await
     }
 
     async fn get_connection_details(
         &self,
         request: Request<proto::GetConnectionDetailsRequest>,
     ) -> Reply<proto::ConnectionDetails> {
-        unimplemented(
-            &self.app,
-            &request,
-            "GetConnectionDetails (worker connection settings)",
-        )
-        .await
+        unimplemented(&self.app, &request, "GetConnectionDetails (worker connection settings)")
+            .await
     }
 
     async fn get_schema_stats(
@@ -141,12 +122,7 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::WatchSandboxesRequest>,
     ) -> Reply<Self::WatchSandboxesStream> {
-        unimplemented(
-            &self.app,
-            &request,
-            "WatchSandboxes (lifecycle event stream)",
-        )
-        .await
+        unimplemented(&self.app, &request, "WatchSandboxes (lifecycle event stream)").await
     }
 
     type ExecStream = ResponseStream<proto::ExecResponse>;

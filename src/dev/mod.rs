@@ -20,6 +20,20 @@ pub use postgres::ThrowawayPostgres;
 pub use redis_server::ThrowawayRedis;
 pub use s3::InProcessS3;
 
+/// Dependencies the user already runs, from `DATABASE_URL` / `REDIS_URL`.
+#[derive(Debug, Default, Clone)]
+pub struct GivenDependencies {
+    pub database_url: Option<String>,
+    pub redis_url: Option<String>,
+}
+
+impl GivenDependencies {
+    pub fn from_env() -> Self {
+        let non_empty = |name| std::env::var(name).ok().filter(|value: &String| !value.is_empty());
+        Self { database_url: non_empty("DATABASE_URL"), redis_url: non_empty("REDIS_URL") }
+    }
+}
+
 /// Dependencies for a local run; dropping it stops what it started.
 pub struct DevDependencies {
     pub database_url: String,
@@ -33,7 +47,11 @@ pub struct DevDependencies {
 impl DevDependencies {
     /// Starts what is not given by `DATABASE_URL` / `REDIS_URL`; `data_dir` holds the throwaway
     /// state (a temporary directory when `None`).
-    pub async fn start(data_dir: Option<PathBuf>, with_s3: bool) -> anyhow::Result<Self> {
+    pub async fn start(
+        given: GivenDependencies,
+        data_dir: Option<PathBuf>,
+        with_s3: bool,
+    ) -> anyhow::Result<Self> {
         let (root, temp) = match data_dir {
             Some(dir) => {
                 std::fs::create_dir_all(&dir)
@@ -45,25 +63,21 @@ impl DevDependencies {
                 (temp.path().to_path_buf(), Some(temp))
             }
         };
-        let (database_url, postgres) = match std::env::var("DATABASE_URL") {
-            Ok(url) if !url.is_empty() => (url, None),
-            _ => {
+        let (database_url, postgres) = match given.database_url {
+            Some(url) => (url, None),
+            None => {
                 let postgres = ThrowawayPostgres::start(&root.join("postgres")).await?;
                 (postgres.url("sandboxd"), Some(postgres))
             }
         };
-        let (redis_url, redis) = match std::env::var("REDIS_URL") {
-            Ok(url) if !url.is_empty() => (url, None),
-            _ => {
+        let (redis_url, redis) = match given.redis_url {
+            Some(url) => (url, None),
+            None => {
                 let redis = ThrowawayRedis::start(&root.join("redis")).await?;
                 (redis.url(), Some(redis))
             }
         };
-        let s3 = if with_s3 {
-            Some(InProcessS3::start(&root.join("s3")).await?)
-        } else {
-            None
-        };
+        let s3 = if with_s3 { Some(InProcessS3::start(&root.join("s3")).await?) } else { None };
         Ok(Self {
             database_url,
             redis_url,
@@ -92,14 +106,15 @@ pub struct DevOptions {
     pub deps_only_env_file: Option<PathBuf>,
 }
 
-pub async fn run(mut config: Config, options: DevOptions) -> anyhow::Result<()> {
+pub async fn run(
+    mut config: Config,
+    given: GivenDependencies,
+    options: DevOptions,
+) -> anyhow::Result<()> {
     let s3_given = !config.s3.endpoint.is_empty();
-    let deps = DevDependencies::start(options.data_dir, !s3_given).await?;
+    let deps = DevDependencies::start(given, options.data_dir, !s3_given).await?;
     if let Some(env_file) = options.deps_only_env_file {
-        let lines = format!(
-            "DATABASE_URL={}\nREDIS_URL={}\n",
-            deps.database_url, deps.redis_url
-        );
+        let lines = format!("DATABASE_URL={}\nREDIS_URL={}\n", deps.database_url, deps.redis_url);
         let partial = env_file.with_extension("partial");
         std::fs::write(&partial, lines)?;
         std::fs::rename(&partial, &env_file)?;
@@ -123,33 +138,20 @@ pub async fn run(mut config: Config, options: DevOptions) -> anyhow::Result<()> 
     let server = crate::server::start(config).await?;
     let token = server.shutdown_token();
     wait_until_ready(&server.app, &token).await?;
-    let dev_key = std::env::var("SANDBOXD_DEV_API_KEY")
-        .ok()
-        .filter(|key| !key.is_empty());
-    let principal = Principal {
-        tenant: "dev".into(),
-        subject: "developer".into(),
-        role: Role::Owner,
-    };
-    let key = match auth::create_key(
-        &server.app.store,
-        &principal,
-        "sandboxd dev",
-        dev_key.as_deref(),
-    )
-    .await
-    {
-        Ok(generated) => generated.key,
-        // The fixed key was stored by an earlier run against the same database.
-        Err(_) if dev_key.is_some() => dev_key.unwrap_or_default(),
-        Err(error) => return Err(error.into()),
-    };
+    let dev_key = std::env::var("SANDBOXD_DEV_API_KEY").ok().filter(|key| !key.is_empty());
+    let principal =
+        Principal { tenant: "dev".into(), subject: "developer".into(), role: Role::Owner };
+    let key =
+        match auth::create_key(&server.app.store, &principal, "sandboxd dev", dev_key.as_deref())
+            .await
+        {
+            Ok(generated) => generated.key,
+            // The fixed key was stored by an earlier run against the same database.
+            Err(_) if dev_key.is_some() => dev_key.unwrap_or_default(),
+            Err(error) => return Err(error.into()),
+        };
     print_banner(server.local_addr, &key, &deps);
-    let signal_token = token.clone();
-    tokio::spawn(async move {
-        crate::shutdown_signal().await;
-        signal_token.cancel();
-    });
+    crate::cancel_on_signal(token);
     server.wait().await
 }
 
@@ -171,11 +173,7 @@ async fn wait_until_ready(
 }
 
 fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies) {
-    let s3 = deps
-        .s3
-        .as_ref()
-        .map(|s3| s3.endpoint())
-        .unwrap_or_else(|| "as configured".into());
+    let s3 = deps.s3.as_ref().map(|s3| s3.endpoint()).unwrap_or_else(|| "as configured".into());
     println!(
         "\n\
          sandboxd dev is running (Ctrl-C stops it and everything it started)\n\

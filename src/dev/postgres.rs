@@ -25,12 +25,7 @@ impl ThrowawayPostgres {
         let as_root = is_root();
         if as_root {
             // The postgres user must own the cluster directory and reach it.
-            run(
-                Command::new("chown")
-                    .args(["-R", "postgres:postgres"])
-                    .arg(dir),
-                "chown",
-            )?;
+            run(Command::new("chown").args(["-R", "postgres:postgres"]).arg(dir), "chown")?;
             let mut ancestor = dir.parent();
             while let Some(path) = ancestor {
                 make_traversable(path);
@@ -63,17 +58,10 @@ impl ThrowawayPostgres {
             .arg(dir.join("postgres.log"))
             .args(["-w", "-t", "60", "start"]);
         run(&mut pg_ctl, "pg_ctl start").with_context(|| {
-            format!(
-                "see {} for PostgreSQL's own log",
-                dir.join("postgres.log").display()
-            )
+            format!("see {} for PostgreSQL's own log", dir.join("postgres.log").display())
         })?;
         tracing::info!(port, "throwaway PostgreSQL started");
-        Ok(Self {
-            bin_dir,
-            data_dir,
-            port,
-        })
+        Ok(Self { bin_dir, data_dir, port })
     }
 
     pub fn url(&self, database: &str) -> String {
@@ -84,10 +72,7 @@ impl ThrowawayPostgres {
 impl Drop for ThrowawayPostgres {
     fn drop(&mut self) {
         let mut pg_ctl = command(&self.bin_dir.join("pg_ctl"), is_root());
-        pg_ctl
-            .arg("-D")
-            .arg(&self.data_dir)
-            .args(["-m", "fast", "-w", "stop"]);
+        pg_ctl.arg("-D").arg(&self.data_dir).args(["-m", "fast", "-w", "stop"]);
         if let Err(error) = run(&mut pg_ctl, "pg_ctl stop") {
             eprintln!("stopping the throwaway PostgreSQL failed: {error:#}");
         }
@@ -95,10 +80,7 @@ impl Drop for ThrowawayPostgres {
 }
 
 fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+    Command::new("id").arg("-u").output().is_ok_and(|out| out.stdout.trim_ascii() == b"0")
 }
 
 fn make_traversable(path: &Path) {
@@ -122,9 +104,7 @@ fn command(binary: &Path, as_postgres_user: bool) -> Command {
 }
 
 fn run(command: &mut Command, what: &str) -> anyhow::Result<()> {
-    let output = command
-        .output()
-        .with_context(|| format!("running {what}"))?;
+    let output = command.output().with_context(|| format!("running {what}"))?;
     if !output.status.success() {
         bail!(
             "{what} failed ({}): {}{}",
@@ -154,9 +134,7 @@ fn find_bin_dir() -> anyhow::Result<PathBuf> {
         return Ok(bin);
     }
     let on_path = std::env::var_os("PATH").map(|path| {
-        std::env::split_paths(&path)
-            .map(|dir| dir.join("initdb"))
-            .find(|p| p.is_file())
+        std::env::split_paths(&path).map(|dir| dir.join("initdb")).find(|p| p.is_file())
     });
     match on_path.flatten() {
         Some(initdb) => Ok(initdb.parent().map(Path::to_path_buf).unwrap_or_default()),

@@ -38,10 +38,7 @@ impl ThrowawayRedis {
                 ),
                 _ => anyhow::Error::new(error).context("starting redis-server"),
             })?;
-        let redis = Self {
-            port,
-            _child: child,
-        };
+        let redis = Self { port, _child: child };
         redis.wait_until_answering().await?;
         tracing::info!(port, "throwaway Redis started");
         Ok(redis)
@@ -56,18 +53,12 @@ impl ThrowawayRedis {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(mut conn) = client.get_multiplexed_async_connection().await
-                && redis::cmd("PING")
-                    .query_async::<String>(&mut conn)
-                    .await
-                    .is_ok()
+                && redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok()
             {
                 return Ok(());
             }
             if tokio::time::Instant::now() > deadline {
-                bail!(
-                    "redis-server on port {} did not answer within 20 s",
-                    self.port
-                );
+                bail!("redis-server on port {} did not answer within 20 s", self.port);
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }

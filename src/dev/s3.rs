@@ -31,9 +31,7 @@ impl InProcessS3 {
             secret_access_key.expose().to_string(),
         ));
         let service = builder.build();
-        let listener = TcpListener::bind("127.0.0.1:0")
-            .await
-            .context("binding the S3 server")?;
+        let listener = TcpListener::bind("127.0.0.1:0").await.context("binding the S3 server")?;
         let addr = listener.local_addr()?;
         let server = tokio::spawn(async move {
             let http = ConnBuilder::new(TokioExecutor::new());
@@ -41,21 +39,15 @@ impl InProcessS3 {
                 let Ok((socket, _)) = listener.accept().await else {
                     continue;
                 };
-                let connection = http
-                    .serve_connection(TokioIo::new(socket), service.clone())
-                    .into_owned();
+                let connection =
+                    http.serve_connection(TokioIo::new(socket), service.clone()).into_owned();
                 tokio::spawn(async move {
                     let _ = connection.await;
                 });
             }
         });
         tracing::info!(%addr, "in-process S3 server started");
-        Ok(Self {
-            addr,
-            access_key_id,
-            secret_access_key,
-            server,
-        })
+        Ok(Self { addr, access_key_id, secret_access_key, server })
     }
 
     pub fn endpoint(&self) -> String {

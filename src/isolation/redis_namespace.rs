@@ -71,10 +71,7 @@ impl RedisNamespace {
             if !keys.is_empty() {
                 let unlinked: u64 = self
                     .with_timeout(async {
-                        Ok(redis::cmd("UNLINK")
-                            .arg(&keys)
-                            .query_async(&mut conn)
-                            .await?)
+                        Ok(redis::cmd("UNLINK").arg(&keys).query_async(&mut conn).await?)
                     })
                     .await?;
                 removed += unlinked;
@@ -97,14 +94,9 @@ impl RedisNamespace {
     }
 
     async fn with_timeout<T>(&self, work: impl Future<Output = Result<T>>) -> Result<T> {
-        tokio::time::timeout(self.timeout, work)
-            .await
-            .unwrap_or_else(|_| {
-                Err(Error::unavailable(
-                    "redis",
-                    anyhow::anyhow!("no answer within {:?}", self.timeout),
-                ))
-            })
+        tokio::time::timeout(self.timeout, work).await.unwrap_or_else(|_| {
+            Err(Error::unavailable("redis", anyhow::anyhow!("no answer within {:?}", self.timeout)))
+        })
     }
 }
 

@@ -42,6 +42,7 @@ pub enum SandboxSelector {
     Name(String),
 }
 
+#[derive(Clone)]
 pub struct SandboxManager {
     store: Store,
     redis: RedisNamespace,
@@ -50,10 +51,7 @@ pub struct SandboxManager {
 }
 
 fn scope(principal: &Principal) -> Scope<'_> {
-    Scope {
-        tenant: &principal.tenant,
-        owner: principal.owner_scope(),
-    }
+    Scope { tenant: &principal.tenant, owner: principal.owner_scope() }
 }
 
 impl SandboxManager {
@@ -63,12 +61,7 @@ impl SandboxManager {
         templates: Arc<TemplateCatalog>,
         defaults: SandboxDefaults,
     ) -> Self {
-        Self {
-            store,
-            redis,
-            templates,
-            defaults,
-        }
+        Self { store, redis, templates, defaults }
     }
 
     pub fn templates(&self) -> &TemplateCatalog {
@@ -119,18 +112,19 @@ impl SandboxManager {
         let actor = principal.actor();
         let quota = self.defaults.max_live_per_owner;
         match self.store.insert_sandbox(&record, quota, &actor).await? {
-            InsertOutcome::Inserted(sandbox) => self.provision(sandbox, &template, &actor).await,
-            InsertOutcome::SameRequestId {
-                same_request: false,
-                ..
-            } => Err(Error::invalid(
-                "request_id",
-                "was already used for a different create request",
-            )),
-            InsertOutcome::SameRequestId {
-                existing,
-                same_request: true,
-            } => self.wait_until_settled(principal, existing).await,
+            InsertOutcome::Inserted(sandbox) => {
+                let manager = self.clone();
+                run_to_completion(
+                    async move { manager.provision(sandbox, &template, &actor).await },
+                )
+                .await
+            }
+            InsertOutcome::SameRequestId { same_request: false, .. } => {
+                Err(Error::invalid("request_id", "was already used for a different create request"))
+            }
+            InsertOutcome::SameRequestId { existing, same_request: true } => {
+                self.wait_until_settled(principal, existing).await
+            }
         }
     }
 
@@ -153,9 +147,7 @@ impl SandboxManager {
             )
             .await?;
         let provisioned = async {
-            self.store
-                .create_sandbox_schema(id, &template.schema_sql)
-                .await?;
+            self.store.create_sandbox_schema(id, &template.schema_sql).await?;
             self.redis.provision(id, &tenant, &template.name).await
         }
         .await;
@@ -199,10 +191,9 @@ impl SandboxManager {
             )
             .await;
         let outcome = match failed {
-            Ok(Some(failed)) => self
-                .tear_down(failed, "provisioning failed", actor, None)
-                .await
-                .map(|_| ()),
+            Ok(Some(failed)) => {
+                self.tear_down(failed, "provisioning failed", actor, None).await.map(|_| ())
+            }
             Ok(None) => Ok(()),
             Err(cleanup_error) => Err(cleanup_error),
         };
@@ -217,15 +208,11 @@ impl SandboxManager {
         mut sandbox: Sandbox,
     ) -> Result<Sandbox> {
         let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
-        while matches!(
-            sandbox.state,
-            SandboxState::Pending | SandboxState::Creating
-        ) && tokio::time::Instant::now() < deadline
+        while matches!(sandbox.state, SandboxState::Pending | SandboxState::Creating)
+            && tokio::time::Instant::now() < deadline
         {
             tokio::time::sleep(DUPLICATE_POLL).await;
-            sandbox = self
-                .get(principal, &SandboxSelector::Id(sandbox.id))
-                .await?;
+            sandbox = self.get(principal, &SandboxSelector::Id(sandbox.id)).await?;
         }
         Ok(sandbox)
     }
@@ -269,13 +256,12 @@ impl SandboxManager {
             Some(_) => Some(sandbox.version),
             None => None,
         };
-        let reason = if reason.is_empty() {
-            "requested by caller"
-        } else {
-            reason
-        };
-        self.tear_down(sandbox, reason, &principal.actor(), expected_version)
-            .await
+        let reason = if reason.is_empty() { "requested by caller" } else { reason }.to_string();
+        let (manager, actor) = (self.clone(), principal.actor());
+        run_to_completion(async move {
+            manager.tear_down(sandbox, &reason, &actor, expected_version).await
+        })
+        .await
     }
 
     async fn tear_down(
@@ -322,10 +308,7 @@ impl SandboxManager {
         self.store.drop_sandbox_schema(id).await?;
         let removed_keys = self.redis.purge(id).await?;
         tracing::debug!(%id, removed_keys, "sandbox resources removed");
-        let change = TransitionChange {
-            reason,
-            ..TransitionChange::default()
-        };
+        let change = TransitionChange { reason, ..TransitionChange::default() };
         match self
             .store
             .transition_sandbox(
@@ -342,13 +325,7 @@ impl SandboxManager {
             // A concurrent destroy finished first; the result is the same.
             None => self
                 .store
-                .get_sandbox(
-                    Scope {
-                        tenant: &tenant,
-                        owner: None,
-                    },
-                    id,
-                )
+                .get_sandbox(Scope { tenant: &tenant, owner: None }, id)
                 .await?
                 .ok_or_else(|| Error::not_found("sandbox", id.to_string())),
         }
@@ -363,15 +340,23 @@ impl SandboxManager {
         actor: &str,
         reason: &str,
     ) -> Result<Sandbox> {
-        let change = TransitionChange {
-            reason,
-            ..TransitionChange::default()
-        };
+        let change = TransitionChange { reason, ..TransitionChange::default() };
         self.store
             .transition_sandbox(tenant, id, from, to, actor, change)
             .await?
             .ok_or_else(|| changed_concurrently(id))
     }
+}
+
+/// Runs lifecycle work on its own task, so it finishes even when the caller goes away (deadline
+/// exceeded, client disconnect): a sandbox is never left half-provisioned or half-destroyed
+/// because an RPC was cancelled. Graceful shutdown waits for in-flight RPCs, and so for this.
+async fn run_to_completion<T: Send + 'static>(
+    work: impl Future<Output = Result<T>> + Send + 'static,
+) -> Result<T> {
+    tokio::spawn(work).await.map_err(|error| {
+        Error::Internal(anyhow::Error::new(error).context("lifecycle task failed"))
+    })?
 }
 
 fn changed_concurrently(id: SandboxId) -> Error {

@@ -31,10 +31,7 @@ impl SandboxId {
             return Err(Error::invalid(field, "is required"));
         }
         if value.len() != 36 {
-            return Err(Error::invalid(
-                field,
-                "must be a UUID in its hyphenated form",
-            ));
+            return Err(Error::invalid(field, "must be a UUID in its hyphenated form"));
         }
         Uuid::try_parse(value)
             .map(Self)
@@ -123,12 +120,9 @@ impl FromStr for SandboxState {
     type Err = Error;
 
     fn from_str(value: &str) -> Result<Self, Error> {
-        Self::ALL
-            .into_iter()
-            .find(|state| state.as_str() == value)
-            .ok_or_else(|| {
-                Error::Internal(anyhow::anyhow!("unknown sandbox state {value:?} in store"))
-            })
+        Self::ALL.into_iter().find(|state| state.as_str() == value).ok_or_else(|| {
+            Error::Internal(anyhow::anyhow!("unknown sandbox state {value:?} in store"))
+        })
     }
 }
 

@@ -24,10 +24,7 @@ pub fn check_name(field: &str, name: &str) -> Option<FieldViolation> {
         Some("must start with a lowercase letter".to_string())
     } else if name.ends_with('-') {
         Some("must not end with '-'".to_string())
-    } else if !name
-        .chars()
-        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-    {
+    } else if !name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-') {
         Some("may contain only lowercase letters, digits and '-'".to_string())
     } else {
         None
@@ -39,10 +36,7 @@ pub fn check_name(field: &str, name: &str) -> Option<FieldViolation> {
 pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<FieldViolation> {
     let mut violations = Vec::new();
     if labels.len() > MAX_LABELS {
-        violations.push(FieldViolation::new(
-            field,
-            format!("at most {MAX_LABELS} labels"),
-        ));
+        violations.push(FieldViolation::new(field, format!("at most {MAX_LABELS} labels")));
     }
     for (key, value) in labels {
         let key_ok = key.len() <= MAX_LABEL_KEY_LEN
@@ -59,9 +53,7 @@ pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<Field
             ));
         }
         let value_ok = value.len() <= MAX_LABEL_VALUE_LEN
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+            && value.chars().all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
         if !value_ok {
             violations.push(FieldViolation::new(
                 format!("{field}[{key:?}]"),
@@ -78,9 +70,7 @@ pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<Field
 pub fn check_request_id(field: &str, request_id: &str) -> Option<FieldViolation> {
     let ok = !request_id.is_empty()
         && request_id.len() <= MAX_REQUEST_ID_LEN
-        && request_id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+        && request_id.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
     (!ok).then(|| {
         FieldViolation::new(
             field,
@@ -93,9 +83,7 @@ pub fn check_metadata(
     field: &str,
     metadata: &serde_json::Map<String, serde_json::Value>,
 ) -> Option<FieldViolation> {
-    let size = serde_json::to_vec(metadata)
-        .map(|bytes| bytes.len())
-        .unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(metadata).map(|bytes| bytes.len()).unwrap_or(usize::MAX);
     (size > MAX_METADATA_BYTES).then(|| {
         FieldViolation::new(
             field,
@@ -120,15 +108,7 @@ mod tests {
     #[test]
     fn names_follow_dns_label_rules() {
         assert!(check_name("name", "my-box-1").is_none());
-        for bad in [
-            "",
-            "1box",
-            "Box",
-            "box-",
-            "bo_x",
-            &"a".repeat(64),
-            "b\u{e9}",
-        ] {
+        for bad in ["", "1box", "Box", "box-", "bo_x", &"a".repeat(64), "b\u{e9}"] {
             assert!(check_name("name", bad).is_some(), "{bad:?} accepted");
         }
     }

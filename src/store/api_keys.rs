@@ -87,14 +87,8 @@ impl Store {
         .bind(key_hash)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|(tenant, subject, role)| {
-            Ok(Principal {
-                tenant,
-                subject,
-                role: role.parse()?,
-            })
-        })
-        .transpose()
+        row.map(|(tenant, subject, role)| Ok(Principal { tenant, subject, role: role.parse()? }))
+            .transpose()
     }
 
     /// Keys of one tenant, or of every tenant when `tenant` is `None`; newest first.

@@ -56,19 +56,13 @@ impl Store {
 
     /// Cheap liveness probe used by the readiness task.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())
     }
 
     /// Applies pending migrations. sqlx holds a PostgreSQL advisory lock while migrating, so
     /// replicas starting together apply each migration once.
     pub async fn migrate(&self) -> anyhow::Result<()> {
-        MIGRATOR
-            .run(&self.pool)
-            .await
-            .context("applying migrations")
+        MIGRATOR.run(&self.pool).await.context("applying migrations")
     }
 
     pub async fn close(&self) {
@@ -78,13 +72,8 @@ impl Store {
 
 /// Creates the database named in `url` if it does not exist yet (for first runs and `migrate`).
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    if !Postgres::database_exists(url)
-        .await
-        .context("checking whether the database exists")?
-    {
-        Postgres::create_database(url)
-            .await
-            .context("creating the database")?;
+    if !Postgres::database_exists(url).await.context("checking whether the database exists")? {
+        Postgres::create_database(url).await.context("creating the database")?;
     }
     Ok(())
 }

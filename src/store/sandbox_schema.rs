@@ -12,11 +12,7 @@ use crate::{
 
 /// Double-quotes an identifier that is already known to be `[a-z0-9_]`.
 fn quoted(schema: &str) -> String {
-    debug_assert!(
-        schema
-            .chars()
-            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-    );
+    debug_assert!(schema.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_'));
     format!("\"{schema}\"")
 }
 
@@ -41,9 +37,7 @@ impl Store {
     #[tracing::instrument(name = "store.schema.drop", skip(self))]
     pub async fn drop_sandbox_schema(&self, id: SandboxId) -> Result<()> {
         let schema = quoted(&id.schema_name());
-        self.pool()
-            .execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str())
-            .await?;
+        self.pool().execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await?;
         Ok(())
     }
 
@@ -66,11 +60,7 @@ impl Store {
         let scratch = format!("sandboxd_template_check_{}", uuid::Uuid::new_v4().simple());
         let mut tx = self.pool().begin().await?;
         tx.execute(
-            format!(
-                "CREATE SCHEMA {0}; SET LOCAL search_path TO {0}",
-                quoted(&scratch)
-            )
-            .as_str(),
+            format!("CREATE SCHEMA {0}; SET LOCAL search_path TO {0}", quoted(&scratch)).as_str(),
         )
         .await?;
         tx.execute(template_sql).await.map_err(template_error)?;

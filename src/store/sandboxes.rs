@@ -113,10 +113,7 @@ pub struct TransitionChange<'a> {
 }
 
 fn live_states() -> Vec<&'static str> {
-    SandboxState::LIVE
-        .iter()
-        .map(SandboxState::as_str)
-        .collect()
+    SandboxState::LIVE.iter().map(SandboxState::as_str).collect()
 }
 
 impl Store {
@@ -136,17 +133,12 @@ impl Store {
             return Ok(outcome);
         }
         match self.insert_under_quota(new, live_quota, actor).await {
-            Err(Error::AlreadyExists {
-                reason: "REQUEST_ID_RACE",
-                ..
-            }) => {
+            Err(Error::AlreadyExists { reason: "REQUEST_ID_RACE", .. }) => {
                 // A concurrent duplicate of this request won the insert: answer with its sandbox.
                 let request_id = new.request_id.unwrap_or_default();
-                self.find_by_request_id(new, request_id)
-                    .await?
-                    .ok_or_else(|| {
-                        Error::Internal(anyhow::anyhow!("request id conflict but no sandbox found"))
-                    })
+                self.find_by_request_id(new, request_id).await?.ok_or_else(|| {
+                    Error::Internal(anyhow::anyhow!("request id conflict but no sandbox found"))
+                })
             }
             other => other,
         }
@@ -168,10 +160,7 @@ impl Store {
         let (existing, fingerprint) = row.into_domain()?;
         let same_request =
             existing.owner == new.owner && fingerprint.as_deref() == Some(new.request_fingerprint);
-        Ok(Some(InsertOutcome::SameRequestId {
-            existing,
-            same_request,
-        }))
+        Ok(Some(InsertOutcome::SameRequestId { existing, same_request }))
     }
 
     async fn insert_under_quota(
@@ -252,8 +241,7 @@ impl Store {
         .bind(scope.owner)
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| row.into_domain().map(|(sandbox, _)| sandbox))
-            .transpose()
+        row.map(|row| row.into_domain().map(|(sandbox, _)| sandbox)).transpose()
     }
 
     /// The live sandbox with this name, or else the most recently created one.
@@ -274,8 +262,7 @@ impl Store {
         .bind(live_states())
         .fetch_optional(self.pool())
         .await?;
-        row.map(|row| row.into_domain().map(|(sandbox, _)| sandbox))
-            .transpose()
+        row.map(|row| row.into_domain().map(|(sandbox, _)| sandbox)).transpose()
     }
 
     /// Moves a sandbox from `from` to `to` if it is still in `from` (compare-and-set), and
@@ -327,15 +314,7 @@ impl Store {
             "reason": change.reason,
             "last_error": change.last_error,
         });
-        audit::record(
-            &mut *tx,
-            tenant,
-            Some(id.as_uuid()),
-            actor,
-            event_type,
-            details,
-        )
-        .await?;
+        audit::record(&mut *tx, tenant, Some(id.as_uuid()), actor, event_type, details).await?;
         tx.commit().await?;
         row.into_domain().map(|(sandbox, _)| Some(sandbox))
     }

@@ -57,19 +57,9 @@ impl Drop for Gate {
 
 /// The socket address of a `redis://host:port` URL.
 pub fn redis_socket_addr(url: &str) -> SocketAddr {
-    let host_port = url
-        .trim_start_matches("redis://")
-        .split('/')
-        .next()
-        .unwrap();
+    let host_port = url.trim_start_matches("redis://").split('/').next().unwrap();
     let host_port = host_port.rsplit('@').next().unwrap();
-    let host_port = if host_port.contains(':') {
-        host_port.to_string()
-    } else {
-        format!("{host_port}:6379")
-    };
-    std::net::ToSocketAddrs::to_socket_addrs(&host_port)
-        .unwrap()
-        .next()
-        .unwrap()
+    let host_port =
+        if host_port.contains(':') { host_port.to_string() } else { format!("{host_port}:6379") };
+    std::net::ToSocketAddrs::to_socket_addrs(&host_port).unwrap().next().unwrap()
 }

@@ -83,11 +83,8 @@ impl TestApp {
     pub async fn spawn_with(customize: impl FnOnce(&mut Config)) -> TestApp {
         let mut app = Self::start_unready(customize).await;
         app.wait_for_health("", ServingStatus::Serving).await;
-        let principal = Principal {
-            tenant: "acme".into(),
-            subject: "alice".into(),
-            role: Role::Owner,
-        };
+        let principal =
+            Principal { tenant: "acme".into(), subject: "alice".into(), role: Role::Owner };
         app.owner_key = app.create_key(&principal).await;
         app
     }
@@ -118,11 +115,15 @@ impl TestApp {
         customize(&mut config);
         config.validate().expect("test config is valid");
 
-        let server = server::start(config.clone()).await.expect("server starts");
+        let server = match server::start(config.clone()).await {
+            Ok(server) => server,
+            Err(error) => {
+                cleanup(database_name, database_url, config.redis.key_prefix).await;
+                panic!("server did not start: {error:#}");
+            }
+        };
         let addr = server.local_addr;
-        let channel = Channel::from_shared(format!("http://{addr}"))
-            .unwrap()
-            .connect_lazy();
+        let channel = Channel::from_shared(format!("http://{addr}")).unwrap().connect_lazy();
         TestApp {
             addr,
             config,
@@ -170,19 +171,12 @@ impl TestApp {
     }
 
     pub async fn key_for(&self, tenant: &str, subject: &str, role: Role) -> String {
-        self.create_key(&Principal {
-            tenant: tenant.into(),
-            subject: subject.into(),
-            role,
-        })
-        .await
+        self.create_key(&Principal { tenant: tenant.into(), subject: subject.into(), role }).await
     }
 
     /// A direct connection to the test database, for checking what the server did.
     pub async fn pg(&self) -> PgPool {
-        PgPool::connect(&self.database_url)
-            .await
-            .expect("connecting to the test database")
+        PgPool::connect(&self.database_url).await.expect("connecting to the test database")
     }
 
     pub async fn redis(&self) -> redis::aio::MultiplexedConnection {
@@ -195,16 +189,9 @@ impl TestApp {
 
     /// Watches `service` until it reports `want` (30 s at most, then the test fails).
     pub async fn wait_for_health(&self, service: &str, want: ServingStatus) {
-        let request = HealthCheckRequest {
-            service: service.into(),
-        };
+        let request = HealthCheckRequest { service: service.into() };
         let watched = async {
-            let mut stream = self
-                .health()
-                .watch(request)
-                .await
-                .expect("health watch")
-                .into_inner();
+            let mut stream = self.health().watch(request).await.expect("health watch").into_inner();
             while let Some(response) = stream.message().await.expect("health stream") {
                 if response.status() == want {
                     return;
@@ -212,11 +199,9 @@ impl TestApp {
             }
             panic!("health stream ended before {want:?}");
         };
-        tokio::time::timeout(Duration::from_secs(30), watched)
-            .await
-            .unwrap_or_else(|_| {
-                panic!("health of {service:?} did not become {want:?} within 30 s")
-            });
+        tokio::time::timeout(Duration::from_secs(30), watched).await.unwrap_or_else(|_| {
+            panic!("health of {service:?} did not become {want:?} within 30 s")
+        });
     }
 
     /// Graceful shutdown; returns the server's result.
@@ -244,10 +229,8 @@ impl Drop for TestApp {
         let database_url = self.database_url.clone();
         let key_prefix = self.config.redis.key_prefix.clone();
         let cleanup = std::thread::spawn(move || {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .unwrap();
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
             runtime.block_on(cleanup(database_name, database_url, key_prefix));
         });
         drop(server);
@@ -271,28 +254,20 @@ async fn cleanup(database_name: String, database_url: String, key_prefix: String
         && let Ok(mut redis) = client.get_multiplexed_async_connection().await
     {
         for pattern in patterns {
-            let keys: Vec<String> = redis::cmd("KEYS")
-                .arg(&pattern)
-                .query_async(&mut redis)
-                .await
-                .unwrap_or_default();
+            let keys: Vec<String> =
+                redis::cmd("KEYS").arg(&pattern).query_async(&mut redis).await.unwrap_or_default();
             if !keys.is_empty() {
-                let _: Result<u64, _> = redis::cmd("UNLINK")
-                    .arg(&keys)
-                    .query_async(&mut redis)
-                    .await;
+                let _: Result<u64, _> =
+                    redis::cmd("UNLINK").arg(&keys).query_async(&mut redis).await;
             }
         }
     }
-    let mut admin = PgConnection::connect(&admin_database_url())
+    let mut admin =
+        PgConnection::connect(&admin_database_url()).await.expect("admin connection for cleanup");
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {database_name} WITH (FORCE)"))
+        .execute(&mut admin)
         .await
-        .expect("admin connection for cleanup");
-    sqlx::query(&format!(
-        "DROP DATABASE IF EXISTS {database_name} WITH (FORCE)"
-    ))
-    .execute(&mut admin)
-    .await
-    .expect("dropping the test database");
+        .expect("dropping the test database");
 }
 
 /// The `google.rpc.ErrorInfo` reason of a status.
