@@ -41,6 +41,7 @@ impl App {
             redis.clone(),
             templates.clone(),
             config.sandbox.clone(),
+            config.s3.bucket.clone(),
         );
         Ok(Arc::new(Self {
             config,

@@ -74,6 +74,11 @@ pub struct Principal {
 }
 
 impl Principal {
+    /// The principal of `sandboxd dev`'s key and of every caller when auth is disabled.
+    pub fn dev_owner() -> Self {
+        Principal { tenant: "dev".into(), subject: "developer".into(), role: Role::Owner }
+    }
+
     /// The owner filter for sandbox queries: members see only their own sandboxes.
     pub fn owner_scope(&self) -> Option<&str> {
         match self.role {
@@ -173,7 +178,7 @@ impl Authenticator {
     pub fn new(store: Store, mode: AuthMode, cache_ttl: Duration) -> Self {
         if mode == AuthMode::Disabled {
             tracing::warn!(
-                "AUTHENTICATION IS DISABLED: every caller is the owner of tenant \"dev\"; never do this outside local development"
+                "AUTHENTICATION IS DISABLED: every caller is the owner of tenant \"dev\" (subject \"developer\"); never do this outside local development"
             );
         }
         Self { store, mode, cache_ttl, cache: Mutex::new(HashMap::new()) }
@@ -181,11 +186,7 @@ impl Authenticator {
 
     pub async fn authenticate(&self, metadata: &MetadataMap) -> Result<Principal> {
         if self.mode == AuthMode::Disabled {
-            return Ok(Principal {
-                tenant: "dev".into(),
-                subject: "dev".into(),
-                role: Role::Owner,
-            });
+            return Ok(Principal::dev_owner());
         }
         let key = bearer_token(metadata)?;
         let key_hash = hash_key(key);

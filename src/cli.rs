@@ -93,16 +93,29 @@ pub async fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
-    let mut config = Config::load(cli.config.as_deref())?;
-    crate::telemetry::init(&config.telemetry);
-    match cli.command {
+    let config = Config::load(cli.config.as_deref())?;
+    let telemetry = crate::telemetry::init(&config.telemetry)?;
+    let result = run_command(config, cli.command).await;
+    telemetry.shutdown().await;
+    result
+}
+
+async fn run_command(mut config: Config, command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Serve { listen } => {
             if let Some(listen) = listen {
                 config.server.listen = listen;
             }
             config.validate()?;
             tracing::info!(database = %config.database.url, redis = %config.redis.url, "starting sandboxd");
-            store::ensure_database(config.database.url.expose()).await.ok();
+            // The server starts even when PostgreSQL is down (health says NOT_SERVING until it
+            // answers), so a failure here is only worth a warning.
+            if let Err(error) = store::ensure_database(config.database.url.expose()).await {
+                tracing::warn!(
+                    error = format!("{error:#}"),
+                    "could not check or create the database"
+                );
+            }
             let server = crate::server::start(config).await?;
             crate::cancel_on_signal(server.shutdown_token());
             server.wait().await

@@ -105,6 +105,7 @@ impl Default for RedisConfig {
 }
 
 /// Object store for workspace sync. Empty `endpoint` means the AWS default endpoint resolution.
+/// `bucket` also names every sandbox's object prefix `s3://<bucket>/sandboxes/<uuid>/`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct S3Config {
@@ -171,8 +172,6 @@ pub struct SandboxDefaults {
     pub boot_timeout: Duration,
     /// Live sandboxes one owner may hold at once.
     pub max_live_per_owner: u32,
-    /// Bucket and prefix shown as the object prefix: `s3://<bucket>/sandboxes/<uuid>/`.
-    pub object_bucket: String,
 }
 
 impl Default for SandboxDefaults {
@@ -183,7 +182,6 @@ impl Default for SandboxDefaults {
             idle_timeout: Duration::from_secs(15 * 60),
             boot_timeout: Duration::from_secs(5 * 60),
             max_live_per_owner: 5,
-            object_bucket: "sandboxd".into(),
         }
     }
 }
@@ -214,11 +212,17 @@ pub struct TelemetryConfig {
     pub log_format: LogFormat,
     /// `tracing` filter directive; `RUST_LOG` overrides it.
     pub log_filter: String,
+    /// OpenTelemetry collector (OTLP over gRPC), e.g. `http://otel-collector:4317`; empty: off.
+    pub otlp_endpoint: String,
 }
 
 impl Default for TelemetryConfig {
     fn default() -> Self {
-        Self { log_format: LogFormat::Text, log_filter: "info,sqlx=warn".into() }
+        Self {
+            log_format: LogFormat::Text,
+            log_filter: "info,sqlx=warn".into(),
+            otlp_endpoint: String::new(),
+        }
     }
 }
 
@@ -234,7 +238,9 @@ impl Config {
             figment = figment.merge(Toml::file_exact(path));
         }
         figment
-            .merge(Env::prefixed("SANDBOXD_").split("__").ignore(&["dev_api_key"]))
+            // Only nested keys (`SANDBOXD_<SECTION>__<KEY>`) are config: other SANDBOXD_* vars
+            // (SANDBOXD_CONFIG, sandboxctl's SANDBOXD_ADDR, Kubernetes service links) are not.
+            .merge(Env::prefixed("SANDBOXD_").filter(|key| key.as_str().contains("__")).split("__"))
             .extract()
             .context("invalid configuration")
     }
@@ -271,6 +277,7 @@ impl Config {
             ("server.request_timeout", self.server.request_timeout),
             ("server.readiness_interval", self.server.readiness_interval),
             ("sandbox.default_ttl", self.sandbox.default_ttl),
+            ("server.shutdown_grace", self.server.shutdown_grace),
         ];
         for (name, value) in timeouts {
             if value.is_zero() {

@@ -12,7 +12,7 @@ use std::{net::SocketAddr, path::PathBuf};
 use anyhow::Context;
 
 use crate::{
-    auth::{self, Principal, Role},
+    auth::{self, Principal},
     config::{Config, SecretUrl},
 };
 
@@ -129,6 +129,10 @@ pub async fn run(
     if s3_given {
         config.s3.enabled = true;
     }
+    if config.s3.enabled {
+        let client = crate::objectstore::client(&config.s3).await;
+        crate::objectstore::ensure_bucket(&client, &config.s3.bucket).await?;
+    }
     if let Some(listen) = options.listen {
         config.server.listen = listen;
     }
@@ -139,8 +143,7 @@ pub async fn run(
     let token = server.shutdown_token();
     wait_until_ready(&server.app, &token).await?;
     let dev_key = std::env::var("SANDBOXD_DEV_API_KEY").ok().filter(|key| !key.is_empty());
-    let principal =
-        Principal { tenant: "dev".into(), subject: "developer".into(), role: Role::Owner };
+    let principal = Principal::dev_owner();
     let key =
         match auth::create_key(&server.app.store, &principal, "sandboxd dev", dev_key.as_deref())
             .await
@@ -183,6 +186,6 @@ fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies) {
          \n\
          Try it:\n\
          \x20 grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"template\": \"discord-guild\", \"name\": \"my-first\"}}' {addr} sandboxd.v1.SandboxControl/CreateSandbox\n\
-         \x20 SANDBOXD_ADDR=http://{addr} SANDBOXD_API_KEY={key} cargo run --bin sandboxctl -- list\n"
+         \x20 SANDBOXD_ADDR=http://{addr} SANDBOXD_API_KEY={key} cargo run --bin sandboxctl -- get my-first\n"
     );
 }

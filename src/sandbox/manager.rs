@@ -48,6 +48,7 @@ pub struct SandboxManager {
     redis: RedisNamespace,
     templates: Arc<TemplateCatalog>,
     defaults: SandboxDefaults,
+    object_bucket: String,
 }
 
 fn scope(principal: &Principal) -> Scope<'_> {
@@ -60,8 +61,9 @@ impl SandboxManager {
         redis: RedisNamespace,
         templates: Arc<TemplateCatalog>,
         defaults: SandboxDefaults,
+        object_bucket: String,
     ) -> Self {
-        Self { store, redis, templates, defaults }
+        Self { store, redis, templates, defaults, object_bucket }
     }
 
     pub fn templates(&self) -> &TemplateCatalog {
@@ -69,7 +71,7 @@ impl SandboxManager {
     }
 
     pub fn object_bucket(&self) -> &str {
-        &self.defaults.object_bucket
+        &self.object_bucket
     }
 
     /// Creates a sandbox and returns it RUNNING. A failure while provisioning leaves nothing

@@ -218,7 +218,7 @@ impl Store {
         };
         let (sandbox, _) = row.into_domain()?;
         audit::record(
-            &mut *tx,
+            &mut tx,
             new.tenant,
             Some(new.id.as_uuid()),
             actor,
@@ -314,7 +314,7 @@ impl Store {
             "reason": change.reason,
             "last_error": change.last_error,
         });
-        audit::record(&mut *tx, tenant, Some(id.as_uuid()), actor, event_type, details).await?;
+        audit::record(&mut tx, tenant, Some(id.as_uuid()), actor, event_type, details).await?;
         tx.commit().await?;
         row.into_domain().map(|(sandbox, _)| Some(sandbox))
     }
