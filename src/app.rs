@@ -5,12 +5,14 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
+use tokio_util::sync::CancellationToken;
 use tonic::Request;
 
 use crate::{
     auth::{Authenticator, Principal},
     config::Config,
     error::{Error, Result},
+    events::EventHub,
     isolation::{RedisNamespace, redis_namespace},
     sandbox::SandboxManager,
     store::Store,
@@ -24,6 +26,9 @@ pub struct App {
     pub auth: Authenticator,
     pub sandboxes: SandboxManager,
     pub templates: Arc<TemplateCatalog>,
+    pub events: EventHub,
+    /// Cancelled when the server starts shutting down.
+    pub shutdown: CancellationToken,
     ready: AtomicBool,
 }
 
@@ -36,13 +41,18 @@ impl App {
         let redis_pool = redis_namespace::build_pool(&config.redis)?;
         let redis = RedisNamespace::new(redis_pool, config.redis.timeout);
         let auth = Authenticator::new(store.clone(), config.auth.mode, config.auth.key_cache_ttl);
-        let sandboxes = SandboxManager::new(
-            store.clone(),
-            redis.clone(),
-            templates.clone(),
-            config.sandbox.clone(),
-            config.s3.bucket.clone(),
-        );
+        let shutdown = CancellationToken::new();
+        let events = EventHub::default();
+        let sandboxes = SandboxManager {
+            store: store.clone(),
+            redis: redis.clone(),
+            templates: templates.clone(),
+            defaults: config.sandbox.clone(),
+            object_bucket: config.s3.bucket.clone(),
+            activity: Arc::default(),
+            events: events.clone(),
+            shutdown: shutdown.clone(),
+        };
         Ok(Arc::new(Self {
             config,
             store,
@@ -50,6 +60,8 @@ impl App {
             auth,
             sandboxes,
             templates,
+            events,
+            shutdown,
             ready: AtomicBool::new(false),
         }))
     }

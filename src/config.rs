@@ -172,6 +172,9 @@ pub struct SandboxDefaults {
     pub boot_timeout: Duration,
     /// Live sandboxes one owner may hold at once.
     pub max_live_per_owner: u32,
+    /// How often last-activity times collected in memory are written (one batched UPDATE).
+    #[serde(with = "humantime_serde")]
+    pub activity_flush_interval: Duration,
 }
 
 impl Default for SandboxDefaults {
@@ -182,6 +185,7 @@ impl Default for SandboxDefaults {
             idle_timeout: Duration::from_secs(15 * 60),
             boot_timeout: Duration::from_secs(5 * 60),
             max_live_per_owner: 5,
+            activity_flush_interval: Duration::from_secs(5),
         }
     }
 }
@@ -278,6 +282,7 @@ impl Config {
             ("server.readiness_interval", self.server.readiness_interval),
             ("sandbox.default_ttl", self.sandbox.default_ttl),
             ("server.shutdown_grace", self.server.shutdown_grace),
+            ("sandbox.activity_flush_interval", self.sandbox.activity_flush_interval),
         ];
         for (name, value) in timeouts {
             if value.is_zero() {

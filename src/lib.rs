@@ -12,6 +12,7 @@ pub mod config;
 pub mod ctl;
 pub mod dev;
 pub mod error;
+pub mod events;
 pub mod isolation;
 pub mod objectstore;
 pub mod proto;

@@ -32,6 +32,8 @@ pub struct RunningServer {
     grace: Duration,
     serve: JoinHandle<anyhow::Result<()>>,
     readiness: JoinHandle<anyhow::Result<()>>,
+    /// Background loops (LISTEN fan-out, activity flush); they stop on the shutdown token.
+    background: Vec<JoinHandle<()>>,
 }
 
 impl RunningServer {
@@ -43,7 +45,7 @@ impl RunningServer {
     /// Waits until the server stops (after the token is cancelled, or on a fatal error), giving
     /// in-flight RPCs up to the configured grace period to finish.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let RunningServer { shutdown, grace, mut serve, readiness, app, .. } = self;
+        let RunningServer { shutdown, grace, mut serve, readiness, app, background, .. } = self;
         let result = tokio::select! {
             result = &mut serve => result,
             () = shutdown.cancelled() => {
@@ -59,6 +61,11 @@ impl RunningServer {
         };
         shutdown.cancel();
         let startup = readiness.await.context("readiness task panicked")?;
+        for task in background {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "background task panicked");
+            }
+        }
         app.store.close().await;
         result.context("server task panicked")??;
         startup
@@ -80,12 +87,24 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let local_addr = listener.local_addr()?;
     let grace = config.server.shutdown_grace;
     let app = App::build(config)?;
-    let shutdown = CancellationToken::new();
+    let shutdown = app.shutdown.clone();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     set_all(&health_reporter, ServingStatus::NotServing).await;
     let readiness =
         tokio::spawn(crate::readiness::run(app.clone(), health_reporter.clone(), shutdown.clone()));
+
+    let background = vec![
+        tokio::spawn({
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            async move { app.events.run(app.store.clone(), vec![], shutdown).await }
+        }),
+        tokio::spawn({
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            let interval = app.config.sandbox.activity_flush_interval;
+            async move { app.sandboxes.activity().run(app.store.clone(), interval, shutdown).await }
+        }),
+    ];
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
@@ -139,7 +158,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("gRPC server failed")
     });
     tracing::info!(%local_addr, "sandboxd listening");
-    Ok(RunningServer { local_addr, app, shutdown, grace, serve, readiness })
+    Ok(RunningServer { local_addr, app, shutdown, grace, serve, readiness, background })
 }
 
 pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

@@ -10,7 +10,11 @@ use serde_json::{Map, Number, Value as Json};
 use crate::{
     error::{Error, FieldViolation},
     proto,
-    sandbox::{Sandbox, SandboxState},
+    sandbox::{
+        Sandbox, SandboxState,
+        inspect::{ConnectionInfo, HealthLevel, HealthReport},
+    },
+    store::audit::{AuditEvent, event as audit_event},
 };
 
 pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
@@ -129,4 +133,121 @@ fn json_to_value(value: Json) -> Value {
 /// Turns collected violations into a result.
 pub fn violations_to_result<T>(value: T, violations: Vec<FieldViolation>) -> Result<T, Error> {
     if violations.is_empty() { Ok(value) } else { Err(Error::InvalidArgument(violations)) }
+}
+
+pub fn domain_state(state: proto::SandboxState) -> Option<SandboxState> {
+    Some(match state {
+        proto::SandboxState::Unspecified => return None,
+        proto::SandboxState::Pending => SandboxState::Pending,
+        proto::SandboxState::Creating => SandboxState::Creating,
+        proto::SandboxState::Ready => SandboxState::Ready,
+        proto::SandboxState::Running => SandboxState::Running,
+        proto::SandboxState::Expired => SandboxState::Expired,
+        proto::SandboxState::Destroying => SandboxState::Destroying,
+        proto::SandboxState::Destroyed => SandboxState::Destroyed,
+        proto::SandboxState::Failed => SandboxState::Failed,
+    })
+}
+
+pub fn datetime(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
+    let nanos = u32::try_from(timestamp.nanos).ok().filter(|n| *n < 1_000_000_000)?;
+    DateTime::from_timestamp(timestamp.seconds, nanos)
+}
+
+/// Resume tokens of `WatchSandboxes`: an opaque form of the last delivered event id.
+pub fn encode_resume_token(event_id: i64) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("ev1:{event_id}"))
+}
+
+pub fn decode_resume_token(token: &str) -> Option<i64> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
+    String::from_utf8(bytes).ok()?.strip_prefix("ev1:")?.parse().ok().filter(|id| *id >= 0)
+}
+
+fn health_level(level: HealthLevel) -> proto::HealthLevel {
+    match level {
+        HealthLevel::Healthy => proto::HealthLevel::Healthy,
+        HealthLevel::Degraded => proto::HealthLevel::Degraded,
+        HealthLevel::Unhealthy => proto::HealthLevel::Unhealthy,
+    }
+}
+
+pub fn health(report: HealthReport) -> proto::SandboxHealth {
+    proto::SandboxHealth {
+        sandbox_id: report.sandbox_id.to_string(),
+        level: health_level(report.level).into(),
+        checks: report
+            .checks
+            .into_iter()
+            .map(|check| proto::HealthCheck {
+                name: check.name.into(),
+                level: health_level(check.level).into(),
+                detail: check.detail,
+                latency: Some(duration(check.latency)),
+            })
+            .collect(),
+        check_time: Some(timestamp(report.checked_at)),
+    }
+}
+
+pub fn connection(info: ConnectionInfo) -> proto::ConnectionDetails {
+    proto::ConnectionDetails {
+        sandbox_id: info.sandbox_id.to_string(),
+        schema: info.schema,
+        search_path: info.search_path,
+        redis_prefix: info.redis_prefix,
+        subject_prefix: info.subject_prefix,
+        object_prefix: info.object_prefix,
+        env: info.env.into_iter().collect(),
+        ..Default::default()
+    }
+}
+
+pub fn audit_event(event: AuditEvent) -> proto::AuditEvent {
+    let details = match event.details {
+        Json::Object(map) => map,
+        other => Map::from_iter([("value".to_string(), other)]),
+    };
+    proto::AuditEvent {
+        event_id: event.id.to_string(),
+        sandbox_id: event.sandbox_id.map(|id| id.to_string()).unwrap_or_default(),
+        actor: event.actor,
+        event_type: event.event_type,
+        details: Some(json_to_struct(details)),
+        create_time: Some(timestamp(event.created_at)),
+    }
+}
+
+/// A lifecycle audit event as a watch message. The sandbox shows the state the event moved it
+/// to (it may have moved on since).
+pub fn watch_event(
+    event: AuditEvent,
+    mut current: Sandbox,
+    object_bucket: &str,
+) -> proto::WatchSandboxesResponse {
+    let state_in = |key: &str| {
+        event.details.get(key).and_then(Json::as_str).and_then(|s| s.parse::<SandboxState>().ok())
+    };
+    let (event_type, previous) = match event.event_type.as_str() {
+        audit_event::SANDBOX_CREATED => (proto::SandboxEventType::Created, None),
+        audit_event::SANDBOX_DESTROYED => (proto::SandboxEventType::Destroyed, state_in("from")),
+        audit_event::TTL_EXTENDED => (proto::SandboxEventType::Updated, None),
+        _ => (proto::SandboxEventType::StateChanged, state_in("from")),
+    };
+    match event.event_type.as_str() {
+        audit_event::SANDBOX_CREATED => current.state = SandboxState::Pending,
+        audit_event::TTL_EXTENDED => {}
+        _ => current.state = state_in("to").unwrap_or(current.state),
+    }
+    proto::WatchSandboxesResponse {
+        event: Some(proto::SandboxEvent {
+            event_type: event_type.into(),
+            sandbox: Some(sandbox(current, object_bucket)),
+            previous_state: previous.map(state).unwrap_or(proto::SandboxState::Unspecified).into(),
+            event_time: Some(timestamp(event.created_at)),
+        }),
+        resume_token: encode_resume_token(event.id),
+    }
 }

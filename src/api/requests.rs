@@ -2,11 +2,15 @@
 
 use std::collections::BTreeMap;
 
-use super::convert::{positive_duration, struct_to_json, violations_to_result};
+use super::convert::{self, positive_duration, struct_to_json, violations_to_result};
 use crate::{
     error::{Error, FieldViolation, Result},
     proto,
-    sandbox::{CreateSpec, SandboxId, SandboxSelector, validate},
+    sandbox::{
+        CreateSpec, SandboxId, SandboxSelector, extend::ExtendBy, page_token, validate,
+        watch::WatchSpec,
+    },
+    store::sandbox_listing::ListFilter,
 };
 
 pub fn create_spec(request: proto::CreateSandboxRequest) -> Result<CreateSpec> {
@@ -91,4 +95,183 @@ pub fn destroy(request: proto::DestroySandboxRequest) -> Result<DestroyRequest> 
         }
         Err(_) => Err(Error::InvalidArgument(violations)),
     }
+}
+
+/// EnsureSandbox takes the same fields as CreateSandbox, with the name required.
+pub fn ensure_spec(request: proto::EnsureSandboxRequest) -> Result<CreateSpec> {
+    let name_missing = request.name.is_empty();
+    let create = proto::CreateSandboxRequest {
+        template: request.template,
+        name: request.name,
+        labels: request.labels,
+        metadata: request.metadata,
+        ttl: request.ttl,
+        request_id: request.request_id,
+    };
+    let spec = create_spec(create);
+    match (spec, name_missing) {
+        (Err(Error::InvalidArgument(mut violations)), true) => {
+            violations.insert(0, FieldViolation::new("name", "is required"));
+            Err(Error::InvalidArgument(violations))
+        }
+        (Ok(_), true) => Err(Error::invalid("name", "is required")),
+        (spec, _) => spec,
+    }
+}
+
+/// A required sandbox id.
+pub fn sandbox_id(value: &str) -> Result<SandboxId> {
+    SandboxId::parse("sandbox_id", value)
+}
+
+/// An optional sandbox id (empty means none).
+pub fn optional_sandbox_id(value: &str) -> Result<Option<SandboxId>> {
+    if value.is_empty() { Ok(None) } else { sandbox_id(value).map(Some) }
+}
+
+fn optional_subject(
+    field: &str,
+    value: String,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<String> {
+    if value.is_empty() {
+        return None;
+    }
+    if value.len() > 128 || value.chars().any(char::is_control) {
+        violations.push(FieldViolation::new(
+            field,
+            "must be at most 128 characters without control characters",
+        ));
+    }
+    Some(value)
+}
+
+/// A parsed ListSandboxes request.
+pub struct ListRequest {
+    pub filter: ListFilter,
+    pub page_size: u32,
+    pub page_token: String,
+}
+
+pub fn list(request: proto::ListSandboxesRequest) -> Result<ListRequest> {
+    let mut violations = Vec::new();
+    let page_size = page_token::page_size(request.page_size)
+        .map_err(|error| violations_of(error, &mut violations))
+        .ok();
+    let owner = optional_subject("owner", request.owner, &mut violations);
+    let mut states = Vec::new();
+    for (index, raw) in request.states.iter().enumerate() {
+        match proto::SandboxState::try_from(*raw).ok().and_then(convert::domain_state) {
+            Some(state) => states.push(state),
+            None => violations
+                .push(FieldViolation::new(format!("states[{index}]"), "is not a sandbox state")),
+        }
+    }
+    let template = (!request.template.is_empty()).then_some(request.template);
+    if let Some(violation) = template.as_deref().and_then(|t| validate::check_name("template", t)) {
+        violations.push(violation);
+    }
+    let labels: BTreeMap<String, String> = request.labels.into_iter().collect();
+    violations.extend(validate::check_labels("labels", &labels));
+    let filter = ListFilter { owner, states, template, labels };
+    let parsed = ListRequest {
+        filter,
+        page_size: page_size.unwrap_or_default(),
+        page_token: request.page_token,
+    };
+    violations_to_result(parsed, violations)
+}
+
+fn violations_of(error: Error, violations: &mut Vec<FieldViolation>) {
+    if let Error::InvalidArgument(found) = error {
+        violations.extend(found);
+    }
+}
+
+/// A parsed ExtendSandbox request.
+pub struct ExtendRequest {
+    pub id: SandboxId,
+    pub by: ExtendBy,
+    pub etag: Option<String>,
+}
+
+pub fn extend(request: proto::ExtendSandboxRequest) -> Result<ExtendRequest> {
+    use proto::extend_sandbox_request::Extension;
+    let mut violations = Vec::new();
+    let id =
+        sandbox_id(&request.sandbox_id).map_err(|error| violations_of(error, &mut violations)).ok();
+    let by = match request.extension {
+        None => {
+            violations.push(FieldViolation::new("extension", "set ttl_extension or expire_time"));
+            None
+        }
+        Some(Extension::TtlExtension(duration)) => {
+            match positive_duration("ttl_extension", &duration) {
+                Ok(duration) => Some(ExtendBy::Duration(duration)),
+                Err(violation) => {
+                    violations.push(violation);
+                    None
+                }
+            }
+        }
+        Some(Extension::ExpireTime(time)) => match convert::datetime(&time) {
+            Some(time) => Some(ExtendBy::Until(time)),
+            None => {
+                violations.push(FieldViolation::new("expire_time", "is not a valid timestamp"));
+                None
+            }
+        },
+    };
+    let etag = (!request.etag.is_empty()).then_some(request.etag);
+    match (id, by) {
+        (Some(id), Some(by)) if violations.is_empty() => Ok(ExtendRequest { id, by, etag }),
+        _ => Err(Error::InvalidArgument(violations)),
+    }
+}
+
+/// A parsed ListAuditEvents request.
+pub struct AuditRequest {
+    pub sandbox_id: Option<SandboxId>,
+    pub page_size: u32,
+    pub page_token: String,
+}
+
+pub fn audit(request: proto::ListAuditEventsRequest) -> Result<AuditRequest> {
+    let mut violations = Vec::new();
+    let sandbox_id = optional_sandbox_id(&request.sandbox_id)
+        .map_err(|error| violations_of(error, &mut violations))
+        .ok()
+        .flatten();
+    let page_size = page_token::page_size(request.page_size)
+        .map_err(|error| violations_of(error, &mut violations))
+        .ok();
+    let parsed = AuditRequest {
+        sandbox_id,
+        page_size: page_size.unwrap_or_default(),
+        page_token: request.page_token,
+    };
+    violations_to_result(parsed, violations)
+}
+
+pub fn watch(request: proto::WatchSandboxesRequest) -> Result<WatchSpec> {
+    let mut violations = Vec::new();
+    let after = match request.resume_token.as_str() {
+        "" => None,
+        token => match convert::decode_resume_token(token) {
+            Some(id) => Some(id),
+            None => {
+                violations.push(FieldViolation::new(
+                    "resume_token",
+                    "is not a resume token of this stream",
+                ));
+                None
+            }
+        },
+    };
+    let sandbox_id = optional_sandbox_id(&request.sandbox_id)
+        .map_err(|error| violations_of(error, &mut violations))
+        .ok()
+        .flatten();
+    let owner = optional_subject("owner", request.owner, &mut violations);
+    violations_to_result(WatchSpec { after, sandbox_id, owner }, violations)
 }

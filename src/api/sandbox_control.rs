@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::{ResponseStream, convert, requests, unimplemented};
@@ -39,7 +40,13 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::EnsureSandboxRequest>,
     ) -> Reply<proto::EnsureSandboxResponse> {
-        unimplemented(&self.app, &request, "EnsureSandbox (get-or-create by name)").await
+        let principal = self.app.principal(&request).await?;
+        let spec = requests::ensure_spec(request.into_inner())?;
+        let (sandbox, created) = self.app.sandboxes.ensure(&principal, spec).await?;
+        Ok(Response::new(proto::EnsureSandboxResponse {
+            sandbox: Some(self.encode(sandbox)),
+            created,
+        }))
     }
 
     async fn get_sandbox(
@@ -56,14 +63,37 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::ListSandboxesRequest>,
     ) -> Reply<proto::ListSandboxesResponse> {
-        unimplemented(&self.app, &request, "ListSandboxes (filtered, paginated listing)").await
+        let principal = self.app.principal(&request).await?;
+        let list = requests::list(request.into_inner())?;
+        let page = self
+            .app
+            .sandboxes
+            .list(&principal, list.filter, list.page_size, &list.page_token)
+            .await?;
+        Ok(Response::new(proto::ListSandboxesResponse {
+            sandboxes: page.items.into_iter().map(|sandbox| self.encode(sandbox)).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
     }
 
     async fn extend_sandbox(
         &self,
         request: Request<proto::ExtendSandboxRequest>,
     ) -> Reply<proto::ExtendSandboxResponse> {
-        unimplemented(&self.app, &request, "ExtendSandbox (TTL extension)").await
+        let principal = self.app.principal(&request).await?;
+        let extend = requests::extend(request.into_inner())?;
+        let extended = self
+            .app
+            .sandboxes
+            .extend(&principal, extend.id, extend.by, extend.etag.as_deref())
+            .await?;
+        let sandbox = extended.sandbox;
+        Ok(Response::new(proto::ExtendSandboxResponse {
+            expire_time: Some(convert::timestamp(sandbox.expire_at)),
+            max_expire_time: Some(convert::timestamp(sandbox.max_expire_at)),
+            capped: extended.capped,
+            sandbox: Some(self.encode(sandbox)),
+        }))
     }
 
     async fn destroy_sandbox(
@@ -91,29 +121,54 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::GetSandboxHealthRequest>,
     ) -> Reply<proto::SandboxHealth> {
-        unimplemented(&self.app, &request, "GetSandboxHealth (per-sandbox health checks)").await
+        let principal = self.app.principal(&request).await?;
+        let id = requests::sandbox_id(&request.get_ref().sandbox_id)?;
+        let report = self.app.sandboxes.health(&principal, id).await?;
+        Ok(Response::new(convert::health(report)))
     }
 
     async fn get_connection_details(
         &self,
         request: Request<proto::GetConnectionDetailsRequest>,
     ) -> Reply<proto::ConnectionDetails> {
-        unimplemented(&self.app, &request, "GetConnectionDetails (worker connection settings)")
-            .await
+        let principal = self.app.principal(&request).await?;
+        let id = requests::sandbox_id(&request.get_ref().sandbox_id)?;
+        let info = self.app.sandboxes.connection_info(&principal, id).await?;
+        Ok(Response::new(convert::connection(info)))
     }
 
     async fn get_schema_stats(
         &self,
         request: Request<proto::GetSchemaStatsRequest>,
     ) -> Reply<proto::SchemaStats> {
-        unimplemented(&self.app, &request, "GetSchemaStats (table row counts)").await
+        let principal = self.app.principal(&request).await?;
+        let id = requests::sandbox_id(&request.get_ref().sandbox_id)?;
+        let counts = self.app.sandboxes.schema_stats(&principal, id).await?;
+        Ok(Response::new(proto::SchemaStats {
+            sandbox_id: id.to_string(),
+            schema: id.schema_name(),
+            tables: counts
+                .into_iter()
+                .map(|(table_name, row_count)| proto::TableStats { table_name, row_count })
+                .collect(),
+        }))
     }
 
     async fn list_audit_events(
         &self,
         request: Request<proto::ListAuditEventsRequest>,
     ) -> Reply<proto::ListAuditEventsResponse> {
-        unimplemented(&self.app, &request, "ListAuditEvents (audit trail listing)").await
+        let principal = self.app.principal(&request).await?;
+        let audit = requests::audit(request.into_inner())?;
+        let page = self
+            .app
+            .sandboxes
+            .audit_events(&principal, audit.sandbox_id, audit.page_size, &audit.page_token)
+            .await?;
+        Ok(Response::new(proto::ListAuditEventsResponse {
+            audit_events: page.items.into_iter().map(convert::audit_event).collect(),
+            next_page_token: page.next_page_token.unwrap_or_default(),
+        }))
     }
 
     type WatchSandboxesStream = ResponseStream<proto::WatchSandboxesResponse>;
@@ -122,7 +177,15 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::WatchSandboxesRequest>,
     ) -> Reply<Self::WatchSandboxesStream> {
-        unimplemented(&self.app, &request, "WatchSandboxes (lifecycle event stream)").await
+        let principal = self.app.principal(&request).await?;
+        let spec = requests::watch(request.into_inner())?;
+        let events = self.app.sandboxes.watch(principal, spec).await?;
+        let bucket = self.app.sandboxes.object_bucket().to_string();
+        let stream = events.map(move |item| match item {
+            Ok((event, sandbox)) => Ok(convert::watch_event(event, sandbox, &bucket)),
+            Err(error) => Err(Status::from(error)),
+        });
+        Ok(Response::new(Box::pin(stream)))
     }
 
     type ExecStream = ResponseStream<proto::ExecResponse>;

@@ -1,6 +1,7 @@
 //! The `sandboxctl` client CLI. It speaks only the public gRPC API (the generated client), so
 //! it is also a worked example of calling sandboxd from Rust.
 
+mod bench;
 mod output;
 
 use std::{process::ExitCode, time::Duration};
@@ -61,6 +62,11 @@ enum Command {
         sandbox: String,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Benchmarks against the server (e.g. `bench lifecycle`).
+    Bench {
+        #[command(subcommand)]
+        command: bench::BenchCommand,
     },
 }
 
@@ -150,6 +156,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let sandbox = client.destroy_sandbox(request).await?.into_inner();
             output::sandbox(&sandbox, json);
         }
+        Command::Bench { command } => bench::run(client, command, json).await?,
     }
     Ok(())
 }

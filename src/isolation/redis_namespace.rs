@@ -113,3 +113,29 @@ pub fn build_pool(config: &crate::config::RedisConfig) -> anyhow::Result<Pool> {
         .create_pool(Some(deadpool_redis::Runtime::Tokio1))
         .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))
 }
+
+impl RedisNamespace {
+    /// Writes, reads back and deletes a probe key under the prefix; reports whether the
+    /// namespace marker is present.
+    pub async fn round_trip(&self, id: SandboxId) -> Result<bool> {
+        self.with_timeout(async {
+            let mut conn = self.pool.get().await?;
+            let probe_key = format!("{}__health", id.redis_prefix());
+            let token = uuid::Uuid::new_v4().to_string();
+            let () = redis::cmd("SET")
+                .arg(&probe_key)
+                .arg(&token)
+                .arg("PX")
+                .arg(10_000)
+                .query_async(&mut conn)
+                .await?;
+            let read: Option<String> = conn.get(&probe_key).await?;
+            let _: u64 = conn.del(&probe_key).await?;
+            if read.as_deref() != Some(token.as_str()) {
+                return Err(Error::Internal(anyhow::anyhow!("redis returned a different value")));
+            }
+            Ok(conn.exists(Self::marker_key(id)).await?)
+        })
+        .await
+    }
+}

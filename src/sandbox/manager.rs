@@ -6,11 +6,14 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use super::{Sandbox, SandboxId, SandboxState};
+use tokio_util::sync::CancellationToken;
+
+use super::{Sandbox, SandboxId, SandboxState, activity::ActivityTracker};
 use crate::{
     auth::Principal,
     config::SandboxDefaults,
     error::{Error, Result},
+    events::EventHub,
     isolation::RedisNamespace,
     store::{
         Store,
@@ -42,32 +45,59 @@ pub enum SandboxSelector {
     Name(String),
 }
 
+/// Cheap to clone: every field is a handle.
 #[derive(Clone)]
 pub struct SandboxManager {
-    store: Store,
-    redis: RedisNamespace,
-    templates: Arc<TemplateCatalog>,
-    defaults: SandboxDefaults,
-    object_bucket: String,
+    pub(crate) store: Store,
+    pub(crate) redis: RedisNamespace,
+    pub(crate) templates: Arc<TemplateCatalog>,
+    pub(crate) defaults: SandboxDefaults,
+    pub(crate) object_bucket: String,
+    pub(crate) activity: Arc<ActivityTracker>,
+    pub(crate) events: EventHub,
+    /// Cancelled when the server shuts down; ends watch streams.
+    pub(crate) shutdown: CancellationToken,
 }
 
-fn scope(principal: &Principal) -> Scope<'_> {
+pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
     Scope { tenant: &principal.tenant, owner: principal.owner_scope() }
 }
 
-impl SandboxManager {
-    pub fn new(
-        store: Store,
-        redis: RedisNamespace,
-        templates: Arc<TemplateCatalog>,
-        defaults: SandboxDefaults,
-        object_bucket: String,
-    ) -> Self {
-        Self { store, redis, templates, defaults, object_bucket }
+/// AIP-154: a given etag must match; returns the version the caller saw.
+pub(crate) fn check_etag(sandbox: &Sandbox, etag: Option<&str>) -> Result<Option<i64>> {
+    match etag {
+        Some(etag) if etag != sandbox.etag() => Err(Error::FailedPrecondition {
+            reason: "ETAG_MISMATCH",
+            message: format!("etag {etag} does not match the current {}", sandbox.etag()),
+        }),
+        Some(_) => Ok(Some(sandbox.version)),
+        None => Ok(None),
     }
+}
 
+impl SandboxManager {
     pub fn templates(&self) -> &TemplateCatalog {
         &self.templates
+    }
+
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn redis(&self) -> &RedisNamespace {
+        &self.redis
+    }
+
+    pub(crate) fn events(&self) -> &EventHub {
+        &self.events
+    }
+
+    pub(crate) fn shutdown(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    pub fn activity(&self) -> &ActivityTracker {
+        &self.activity
     }
 
     pub fn object_bucket(&self) -> &str {
@@ -128,6 +158,42 @@ impl SandboxManager {
                 self.wait_until_settled(principal, existing).await
             }
         }
+    }
+
+    /// Get-or-create by name: the caller's live sandbox with `spec.name`, or a new one. Concurrent
+    /// calls with one name yield one sandbox (the live-name unique index decides the race).
+    /// Returns whether this call created it.
+    #[tracing::instrument(name = "sandbox.ensure", skip_all, fields(tenant = %principal.tenant))]
+    pub async fn ensure(&self, principal: &Principal, spec: CreateSpec) -> Result<(Sandbox, bool)> {
+        let name = spec.name.clone().ok_or_else(|| Error::invalid("name", "is required"))?;
+        let mut last_error = None;
+        for _attempt in 0..3 {
+            match self.find(principal, &SandboxSelector::Name(name.clone())).await {
+                Ok(existing) if existing.state.is_live() => {
+                    if existing.template != spec.template {
+                        return Err(Error::FailedPrecondition {
+                            reason: "NAME_BOUND_TO_OTHER_TEMPLATE",
+                            message: format!(
+                                "live sandbox {name:?} was made from template {:?}, not {:?}",
+                                existing.template, spec.template
+                            ),
+                        });
+                    }
+                    let settled = self.wait_until_settled(principal, existing).await?;
+                    return Ok((settled, false));
+                }
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+            match self.create(principal, spec.clone()).await {
+                Ok(created) => return Ok((created, true)),
+                Err(error @ Error::AlreadyExists { reason: "SANDBOX_NAME_TAKEN", .. }) => {
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| changed_concurrently_name(&name)))
     }
 
     async fn provision(
@@ -219,8 +285,19 @@ impl SandboxManager {
         Ok(sandbox)
     }
 
+    /// A sandbox visible to the caller. Counts as activity on a live sandbox.
     #[tracing::instrument(name = "sandbox.get", skip_all, fields(tenant = %principal.tenant))]
     pub async fn get(&self, principal: &Principal, selector: &SandboxSelector) -> Result<Sandbox> {
+        principal.require_manager()?;
+        let mut sandbox = self.find(principal, selector).await?;
+        if sandbox.state.is_live() {
+            self.activity.touch(sandbox.id);
+            sandbox.last_activity_at = Utc::now();
+        }
+        Ok(sandbox)
+    }
+
+    async fn find(&self, principal: &Principal, selector: &SandboxSelector) -> Result<Sandbox> {
         let scope = scope(principal);
         let found = match selector {
             SandboxSelector::Id(id) => self.store.get_sandbox(scope, *id).await?,
@@ -248,16 +325,7 @@ impl SandboxManager {
         if sandbox.state == SandboxState::Destroyed {
             return Ok(sandbox);
         }
-        let expected_version = match etag {
-            Some(etag) if etag != sandbox.etag() => {
-                return Err(Error::FailedPrecondition {
-                    reason: "ETAG_MISMATCH",
-                    message: format!("etag {etag} does not match the current {}", sandbox.etag()),
-                });
-            }
-            Some(_) => Some(sandbox.version),
-            None => None,
-        };
+        let expected_version = check_etag(&sandbox, etag)?;
         let reason = if reason.is_empty() { "requested by caller" } else { reason }.to_string();
         let (manager, actor) = (self.clone(), principal.actor());
         run_to_completion(async move {
@@ -361,7 +429,14 @@ async fn run_to_completion<T: Send + 'static>(
     })?
 }
 
-fn changed_concurrently(id: SandboxId) -> Error {
+fn changed_concurrently_name(name: &str) -> Error {
+    Error::Aborted {
+        reason: "CONCURRENT_MODIFICATION",
+        message: format!("sandbox {name:?} kept changing concurrently; retry"),
+    }
+}
+
+pub(crate) fn changed_concurrently(id: SandboxId) -> Error {
     Error::Aborted {
         reason: "CONCURRENT_MODIFICATION",
         message: format!("sandbox {id} was changed concurrently; re-read it and retry"),

@@ -1,10 +1,16 @@
 //! Sandbox domain: identity, lifecycle state machine, validation and the manager that provisions
 //! and destroys sandboxes.
 
+pub mod activity;
+pub mod extend;
+pub mod inspect;
+pub mod listing;
 pub mod manager;
 pub mod model;
+pub mod page_token;
 pub mod state;
 pub mod validate;
+pub mod watch;
 
 pub use manager::{CreateSpec, SandboxManager, SandboxSelector};
 pub use model::{Sandbox, SandboxId, SandboxState};

@@ -3,7 +3,9 @@
 pub mod api_keys;
 pub mod audit;
 mod pg_codes;
+pub mod sandbox_listing;
 pub mod sandbox_schema;
+pub mod sandbox_updates;
 pub mod sandboxes;
 
 use std::str::FromStr;

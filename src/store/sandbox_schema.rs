@@ -87,3 +87,49 @@ fn template_error(error: sqlx::Error) -> Error {
         None => error.into(),
     }
 }
+
+/// Quotes an identifier read from the catalog (double quotes doubled), for DDL/queries.
+fn quote_identifier(name: &str) -> String {
+    format!("\"{}\"", name.replace('"', "\"\""))
+}
+
+impl Store {
+    /// Exact row counts of every table of a sandbox schema, in one consistent statement;
+    /// `None` when the schema does not exist.
+    #[tracing::instrument(name = "store.schema.row_counts", skip(self))]
+    pub async fn sandbox_row_counts(&self, id: SandboxId) -> Result<Option<Vec<(String, i64)>>> {
+        let schema = id.schema_name();
+        let exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&schema)
+                .fetch_one(self.pool())
+                .await?;
+        if !exists {
+            return Ok(None);
+        }
+        let tables = self.sandbox_tables(id).await?;
+        if tables.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let counts: Vec<String> = tables
+            .iter()
+            .enumerate()
+            .map(|(index, table)| {
+                format!(
+                    "SELECT ${} AS table_name, count(*) AS row_count FROM {}.{}",
+                    index + 1,
+                    quoted(&schema),
+                    quote_identifier(table)
+                )
+            })
+            .collect();
+        let sql = counts.join(" UNION ALL ");
+        let mut query = sqlx::query_as::<_, (String, i64)>(&sql);
+        for table in &tables {
+            query = query.bind(table);
+        }
+        let mut rows = query.fetch_all(self.pool()).await?;
+        rows.sort();
+        Ok(Some(rows))
+    }
+}

@@ -14,12 +14,12 @@ use crate::{
     sandbox::{Sandbox, SandboxId, SandboxState, state},
 };
 
-const COLUMNS: &str = "id, tenant, owner, name, template, state, labels, metadata, request_id, \
+pub(super) const COLUMNS: &str = "id, tenant, owner, name, template, state, labels, metadata, request_id, \
     request_fingerprint, last_error, destroy_reason, version, created_at, updated_at, expire_at, \
     max_expire_at, last_activity_at, destroyed_at";
 
 #[derive(sqlx::FromRow)]
-struct SandboxRow {
+pub(super) struct SandboxRow {
     id: Uuid,
     tenant: String,
     owner: String,
@@ -42,7 +42,7 @@ struct SandboxRow {
 }
 
 impl SandboxRow {
-    fn into_domain(self) -> Result<(Sandbox, Option<String>)> {
+    pub(super) fn into_domain(self) -> Result<(Sandbox, Option<String>)> {
         let sandbox = Sandbox {
             id: SandboxId::from_uuid(self.id),
             tenant: self.tenant,
@@ -112,7 +112,7 @@ pub struct TransitionChange<'a> {
     pub expected_version: Option<i64>,
 }
 
-fn live_states() -> Vec<&'static str> {
+pub(super) fn live_states() -> Vec<&'static str> {
     SandboxState::LIVE.iter().map(SandboxState::as_str).collect()
 }
 

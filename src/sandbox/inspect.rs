@@ -1,0 +1,158 @@
+//! Read-only views of one sandbox's resources: health checks, connection details, schema stats.
+
+use std::{collections::BTreeMap, time::Instant};
+
+use chrono::{DateTime, Utc};
+
+use super::{Sandbox, SandboxId, SandboxSelector, manager::SandboxManager};
+use crate::{
+    auth::Principal,
+    error::{Error, Result},
+    template::RuntimeKind,
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum HealthLevel {
+    Healthy,
+    Degraded,
+    Unhealthy,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheck {
+    pub name: &'static str,
+    pub level: HealthLevel,
+    pub detail: String,
+    pub latency: std::time::Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthReport {
+    pub sandbox_id: SandboxId,
+    /// The worst level of any check.
+    pub level: HealthLevel,
+    pub checks: Vec<HealthCheck>,
+    pub checked_at: DateTime<Utc>,
+}
+
+/// What a worker needs to use a sandbox. No per-sandbox secrets exist yet (login roles and
+/// Redis ACL users are a later template option), so nothing here is secret.
+#[derive(Debug, Clone)]
+pub struct ConnectionInfo {
+    pub sandbox_id: SandboxId,
+    pub schema: String,
+    pub search_path: String,
+    pub redis_prefix: String,
+    pub subject_prefix: String,
+    pub object_prefix: String,
+    pub env: BTreeMap<String, String>,
+}
+
+impl SandboxManager {
+    /// Runs every check against the real resources; never fails because a check failed.
+    #[tracing::instrument(name = "sandbox.health", skip_all, fields(sandbox_id = %id))]
+    pub async fn health(&self, principal: &Principal, id: SandboxId) -> Result<HealthReport> {
+        let sandbox = self.get(principal, &SandboxSelector::Id(id)).await?;
+        let mut checks = vec![self.check_schema(&sandbox).await, self.check_redis(&sandbox).await];
+        checks.extend(self.check_routing(&sandbox).await);
+        if let Some(runtime) = self.check_runtime(&sandbox) {
+            checks.push(runtime);
+        }
+        let level = checks.iter().map(|check| check.level).max().unwrap_or(HealthLevel::Healthy);
+        Ok(HealthReport { sandbox_id: id, level, checks, checked_at: Utc::now() })
+    }
+
+    async fn check_schema(&self, sandbox: &Sandbox) -> HealthCheck {
+        let started = Instant::now();
+        let expected = self.templates().tables(&sandbox.template);
+        let (level, detail) = match self.store().sandbox_tables(sandbox.id).await {
+            Err(error) => (HealthLevel::Unhealthy, format!("cannot read the schema: {error}")),
+            Ok(tables) if tables.is_empty() && !expected.is_empty() => {
+                (HealthLevel::Unhealthy, format!("schema {} is missing", sandbox.id.schema_name()))
+            }
+            Ok(tables) => {
+                let missing: Vec<&String> =
+                    expected.iter().filter(|t| !tables.contains(t)).collect();
+                if missing.is_empty() {
+                    (HealthLevel::Healthy, format!("{} tables present", tables.len()))
+                } else {
+                    (HealthLevel::Degraded, format!("tables missing: {missing:?}"))
+                }
+            }
+        };
+        HealthCheck { name: "schema", level, detail, latency: started.elapsed() }
+    }
+
+    async fn check_redis(&self, sandbox: &Sandbox) -> HealthCheck {
+        let started = Instant::now();
+        let (level, detail) = match self.redis().round_trip(sandbox.id).await {
+            Ok(true) => (HealthLevel::Healthy, "write/read/delete round trip ok".to_string()),
+            Ok(false) => (
+                HealthLevel::Degraded,
+                "round trip ok, but the namespace marker key is missing".to_string(),
+            ),
+            Err(error) => (HealthLevel::Unhealthy, format!("round trip failed: {error}")),
+        };
+        HealthCheck { name: "redis", level, detail, latency: started.elapsed() }
+    }
+
+    /// Guild routes arrive with the routing service; until then there is nothing to check.
+    async fn check_routing(&self, _sandbox: &Sandbox) -> Option<HealthCheck> {
+        None
+    }
+
+    fn check_runtime(&self, sandbox: &Sandbox) -> Option<HealthCheck> {
+        let template = self.templates().get(&sandbox.template)?;
+        match template.runtime {
+            RuntimeKind::None => None,
+            RuntimeKind::Process => Some(HealthCheck {
+                name: "runtime",
+                level: HealthLevel::Degraded,
+                detail: "the process runtime is not available in this release".into(),
+                latency: std::time::Duration::ZERO,
+            }),
+        }
+    }
+
+    pub async fn connection_info(
+        &self,
+        principal: &Principal,
+        id: SandboxId,
+    ) -> Result<ConnectionInfo> {
+        principal.require_manager()?;
+        let sandbox = self.get(principal, &SandboxSelector::Id(id)).await?;
+        let schema = id.schema_name();
+        let search_path = schema.clone();
+        let object_prefix = id.object_prefix(self.object_bucket());
+        let env = BTreeMap::from([
+            ("SANDBOX_ID".to_string(), id.to_string()),
+            ("SANDBOX_SCHEMA".to_string(), schema.clone()),
+            ("PGOPTIONS".to_string(), format!("-c search_path={search_path}")),
+            ("REDIS_PREFIX".to_string(), id.redis_prefix()),
+            ("SUBJECT_PREFIX".to_string(), id.subject_prefix()),
+            ("OBJECT_PREFIX".to_string(), object_prefix.clone()),
+        ]);
+        Ok(ConnectionInfo {
+            sandbox_id: sandbox.id,
+            schema,
+            search_path,
+            redis_prefix: id.redis_prefix(),
+            subject_prefix: id.subject_prefix(),
+            object_prefix,
+            env,
+        })
+    }
+
+    /// Exact row counts of the sandbox's tables; FAILED_PRECONDITION when the schema is gone.
+    pub async fn schema_stats(
+        &self,
+        principal: &Principal,
+        id: SandboxId,
+    ) -> Result<Vec<(String, i64)>> {
+        let sandbox = self.get(principal, &SandboxSelector::Id(id)).await?;
+        self.store().sandbox_row_counts(id).await?.ok_or_else(|| Error::FailedPrecondition {
+            reason: "SCHEMA_MISSING",
+            message: format!("sandbox {id} has no schema (state {})", sandbox.state),
+        })
+    }
+}
