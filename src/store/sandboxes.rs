@@ -127,40 +127,15 @@ impl Store {
         live_quota: u32,
         actor: &str,
     ) -> Result<InsertOutcome> {
-        if let Some(request_id) = new.request_id
-            && let Some(outcome) = self.find_by_request_id(new, request_id).await?
-        {
-            return Ok(outcome);
-        }
         match self.insert_under_quota(new, live_quota, actor).await {
-            Err(Error::AlreadyExists { reason: "REQUEST_ID_RACE", .. }) => {
-                // A concurrent duplicate of this request won the insert: answer with its sandbox.
-                let request_id = new.request_id.unwrap_or_default();
-                self.find_by_request_id(new, request_id).await?.ok_or_else(|| {
-                    Error::Internal(anyhow::anyhow!("request id conflict but no sandbox found"))
-                })
+            // A concurrent duplicate of this request won the insert (it hit the request-id or
+            // the name index first): answer with its sandbox.
+            Err(error @ Error::AlreadyExists { .. }) if new.request_id.is_some() => {
+                let mut conn = self.pool().acquire().await?;
+                Ok(find_by_request_id(&mut conn, new).await?.ok_or(error)?)
             }
             other => other,
         }
-    }
-
-    async fn find_by_request_id(
-        &self,
-        new: &NewSandboxRecord<'_>,
-        request_id: &str,
-    ) -> Result<Option<InsertOutcome>> {
-        let row = sqlx::query_as::<_, SandboxRow>(&format!(
-            "SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND request_id = $2"
-        ))
-        .bind(new.tenant)
-        .bind(request_id)
-        .fetch_optional(self.pool())
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        let (existing, fingerprint) = row.into_domain()?;
-        let same_request =
-            existing.owner == new.owner && fingerprint.as_deref() == Some(new.request_fingerprint);
-        Ok(Some(InsertOutcome::SameRequestId { existing, same_request }))
     }
 
     async fn insert_under_quota(
@@ -174,6 +149,9 @@ impl Store {
             .bind(format!("sandboxd.owner_quota:{}:{}", new.tenant, new.owner))
             .execute(&mut *tx)
             .await?;
+        if let Some(outcome) = find_by_request_id(&mut tx, new).await? {
+            return Ok(outcome);
+        }
         let (live,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM sandboxes WHERE tenant = $1 AND owner = $2 AND state = ANY($3)",
         )
@@ -320,6 +298,26 @@ impl Store {
     }
 }
 
+/// The sandbox an earlier create with the same request id made, if any.
+async fn find_by_request_id(
+    conn: &mut sqlx::PgConnection,
+    new: &NewSandboxRecord<'_>,
+) -> Result<Option<InsertOutcome>> {
+    let Some(request_id) = new.request_id else { return Ok(None) };
+    let row = sqlx::query_as::<_, SandboxRow>(&format!(
+        "SELECT {COLUMNS} FROM sandboxes WHERE tenant = $1 AND request_id = $2"
+    ))
+    .bind(new.tenant)
+    .bind(request_id)
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let (existing, fingerprint) = row.into_domain()?;
+    let same_request =
+        existing.owner == new.owner && fingerprint.as_deref() == Some(new.request_fingerprint);
+    Ok(Some(InsertOutcome::SameRequestId { existing, same_request }))
+}
+
 fn map_insert_conflict(error: sqlx::Error, new: &NewSandboxRecord<'_>) -> Error {
     match pg_codes::unique_violation(&error).as_deref() {
         Some("sandboxes_live_name_key") => Error::AlreadyExists {
@@ -330,8 +328,8 @@ fn map_insert_conflict(error: sqlx::Error, new: &NewSandboxRecord<'_>) -> Error 
             ),
         },
         Some("sandboxes_request_id_key") => Error::AlreadyExists {
-            reason: "REQUEST_ID_RACE",
-            message: "a concurrent request with this request_id won".into(),
+            reason: "REQUEST_ID_TAKEN",
+            message: "another create request of this tenant already used this request_id".into(),
         },
         _ => error.into(),
     }

@@ -212,6 +212,25 @@ impl TestApp {
         }
     }
 
+    /// A second server (replica) on the same database and Redis, as behind a load balancer.
+    /// The caller shuts it down; the database belongs to this app.
+    pub async fn replica(&self) -> (RunningServer, Control) {
+        let replica = server::start(self.config.clone()).await.expect("replica starts");
+        let channel =
+            Channel::from_shared(format!("http://{}", replica.local_addr)).unwrap().connect_lazy();
+        let mut health = HealthClient::new(channel.clone());
+        let request = HealthCheckRequest { service: String::new() };
+        let mut stream = health.watch(request).await.expect("replica health").into_inner();
+        while let Some(response) = stream.message().await.expect("replica health stream") {
+            if response.status() == ServingStatus::Serving {
+                break;
+            }
+        }
+        let client =
+            SandboxControlClient::with_interceptor(channel, Bearer(Some(self.owner_key.clone())));
+        (replica, client)
+    }
+
     pub fn take_server(&mut self) -> RunningServer {
         self.server.take().expect("server is running")
     }
@@ -268,6 +287,23 @@ async fn cleanup(database_name: String, database_url: String, key_prefix: String
         .execute(&mut admin)
         .await
         .expect("dropping the test database");
+}
+
+pub fn create_request(name: &str) -> sandboxd::proto::CreateSandboxRequest {
+    sandboxd::proto::CreateSandboxRequest {
+        template: "discord-guild".into(),
+        name: name.into(),
+        ..Default::default()
+    }
+}
+
+pub fn by_id(id: &str) -> sandboxd::proto::GetSandboxRequest {
+    use sandboxd::proto::get_sandbox_request::Selector;
+    sandboxd::proto::GetSandboxRequest { selector: Some(Selector::SandboxId(id.into())) }
+}
+
+pub fn destroy_request(id: &str) -> sandboxd::proto::DestroySandboxRequest {
+    sandboxd::proto::DestroySandboxRequest { sandbox_id: id.into(), ..Default::default() }
 }
 
 /// The `google.rpc.ErrorInfo` reason of a status.
