@@ -5,7 +5,7 @@ use std::sync::{
     atomic::{AtomicBool, Ordering},
 };
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::Request;
 
 use crate::{
@@ -52,6 +52,7 @@ impl App {
             activity: Arc::default(),
             events: events.clone(),
             shutdown: shutdown.clone(),
+            tasks: TaskTracker::new(),
         };
         Ok(Arc::new(Self {
             config,

@@ -93,6 +93,16 @@ impl Error {
         Self::Unavailable { dependency, source: source.into() }
     }
 
+    /// The message plus the cause of a dependency failure, for `last_error` (never shown with
+    /// internal details to other tenants; causes carry no secrets).
+    pub fn with_cause(&self) -> String {
+        match self {
+            Error::Unavailable { source, .. } => format!("{self}: {source:#}"),
+            Error::Internal(source) => format!("{source:#}"),
+            other => other.to_string(),
+        }
+    }
+
     /// Converts to a gRPC status with details. Internal errors are logged here, once.
     pub fn into_status(self) -> Status {
         let message = self.to_string();

@@ -60,6 +60,11 @@ impl RunningServer {
             }
         };
         shutdown.cancel();
+        let tasks = app.sandboxes.tasks();
+        tasks.close();
+        if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
+            tracing::warn!("background lifecycle work did not finish within the grace period");
+        }
         let startup = readiness.await.context("readiness task panicked")?;
         for task in background {
             if let Err(error) = task.await {

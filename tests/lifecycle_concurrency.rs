@@ -104,3 +104,58 @@ async fn ensure_gets_or_creates_and_concurrent_calls_share_one_sandbox() {
     let mismatch = app.owner().ensure_sandbox(other_template).await.unwrap_err();
     assert_eq!(mismatch.code(), Code::FailedPrecondition);
 }
+
+#[tokio::test]
+async fn redis_going_down_midway_leaves_nothing_and_the_sandbox_ends_destroyed_with_the_error() {
+    use common::gate::{Gate, redis_socket_addr};
+    use sandboxd::config::SecretUrl;
+    use std::time::Duration;
+
+    let redis = Gate::closed(redis_socket_addr(&common::redis_url())).await;
+    redis.open();
+    let redis_url = format!("redis://{}", redis.addr);
+    // A long readiness interval keeps the server taking requests after Redis goes away, so the
+    // create really fails midway (after the schema was made) instead of being refused up front.
+    let app = TestApp::spawn_with(|config| {
+        config.redis.url = SecretUrl::new(redis_url);
+        config.redis.timeout = Duration::from_millis(500);
+        config.server.readiness_interval = Duration::from_secs(3600);
+    })
+    .await;
+    redis.close();
+
+    let status = app.owner().create_sandbox(create_request("doomed")).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    redis.open();
+
+    let pg = app.pg().await;
+    let mut ended = None;
+    for _ in 0..300 {
+        let row: Option<(uuid::Uuid, String, Option<String>)> =
+            sqlx::query_as("SELECT id, state, last_error FROM sandboxes WHERE state = 'DESTROYED'")
+                .fetch_optional(&pg)
+                .await
+                .unwrap();
+        if row.is_some() {
+            ended = row;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (id, _, last_error) = ended.expect("the failed sandbox ends DESTROYED once Redis is back");
+    assert!(last_error.unwrap_or_default().contains("redis"), "last_error names the cause");
+    let (schemas,): (i64,) = sqlx::query_as("SELECT count(*) FROM pg_namespace WHERE nspname = $1")
+        .bind(format!("sandbox_{}", id.simple()))
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    assert_eq!(schemas, 0, "no schema left behind");
+    let states: Vec<String> = sqlx::query_scalar(
+        "SELECT details->>'to' FROM audit_events WHERE sandbox_id = $1 AND details ? 'to' ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(&pg)
+    .await
+    .unwrap();
+    assert_eq!(states, ["CREATING", "FAILED", "DESTROYING", "DESTROYED"]);
+}

@@ -6,7 +6,7 @@ use std::{collections::BTreeMap, sync::Arc, time::Duration};
 use chrono::Utc;
 use sha2::{Digest, Sha256};
 
-use tokio_util::sync::CancellationToken;
+use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
 use super::{Sandbox, SandboxId, SandboxState, activity::ActivityTracker};
 use crate::{
@@ -57,6 +57,8 @@ pub struct SandboxManager {
     pub(crate) events: EventHub,
     /// Cancelled when the server shuts down; ends watch streams.
     pub(crate) shutdown: CancellationToken,
+    /// Background lifecycle work (cleanup retries); the server waits for it on shutdown.
+    pub(crate) tasks: TaskTracker,
 }
 
 pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
@@ -94,6 +96,10 @@ impl SandboxManager {
 
     pub(crate) fn shutdown(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
     }
 
     pub fn activity(&self) -> &ActivityTracker {
@@ -241,22 +247,16 @@ impl SandboxManager {
     /// Marks a sandbox FAILED with the error and removes whatever was provisioned. Cleanup
     /// problems are logged; a sandbox left DESTROYING is finished by a later destroy.
     async fn fail_and_clean_up(&self, sandbox: Sandbox, error: &Error, actor: &str) {
-        let last_error = error.to_string();
+        let last_error = error.with_cause();
         let change = TransitionChange {
             reason: "provisioning failed",
             last_error: Some(&last_error),
             ..TransitionChange::default()
         };
+        let (tenant, id) = (sandbox.tenant.clone(), sandbox.id);
         let failed = self
             .store
-            .transition_sandbox(
-                &sandbox.tenant,
-                sandbox.id,
-                sandbox.state,
-                SandboxState::Failed,
-                actor,
-                change,
-            )
+            .transition_sandbox(&tenant, id, sandbox.state, SandboxState::Failed, actor, change)
             .await;
         let outcome = match failed {
             Ok(Some(failed)) => {
@@ -266,7 +266,36 @@ impl SandboxManager {
             Err(cleanup_error) => Err(cleanup_error),
         };
         if let Err(cleanup_error) = outcome {
-            tracing::error!(sandbox_id = %sandbox.id, error = %cleanup_error, "cleanup after failed provisioning did not finish");
+            tracing::warn!(sandbox_id = %id, error = %cleanup_error, "cleanup after failed provisioning did not finish; retrying in the background");
+            let (manager, actor) = (self.clone(), actor.to_string());
+            self.tasks.spawn(async move { manager.retry_cleanup(tenant, id, actor).await });
+        }
+    }
+
+    /// Retries the cleanup of a failed sandbox with exponential backoff until it is DESTROYED
+    /// or the server stops (a sandbox left behind then is the reconciler's).
+    async fn retry_cleanup(&self, tenant: String, id: SandboxId, actor: String) {
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            tokio::select! {
+                () = self.shutdown.cancelled() => return,
+                () = tokio::time::sleep(backoff) => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            let scope = Scope { tenant: &tenant, owner: None };
+            let sandbox = match self.store.get_sandbox(scope, id).await {
+                Ok(Some(sandbox)) if sandbox.state == SandboxState::Destroyed => return,
+                Ok(Some(sandbox)) => sandbox,
+                Ok(None) => return,
+                Err(error) => {
+                    tracing::warn!(sandbox_id = %id, %error, "cleanup retry could not read the sandbox");
+                    continue;
+                }
+            };
+            match self.tear_down(sandbox, "provisioning failed", &actor, None).await {
+                Ok(_) => return,
+                Err(error) => tracing::warn!(sandbox_id = %id, %error, "cleanup retry failed"),
+            }
         }
     }
 

@@ -1,12 +1,9 @@
 //! A TCP proxy in front of a real server (Redis here) that a test can open and close, to make a
-//! dependency appear down and come back without touching the shared server.
+//! dependency go down and come back without touching the shared server.
 
 use std::{
     net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
+    sync::{Arc, Mutex},
 };
 
 use tokio::{
@@ -14,10 +11,12 @@ use tokio::{
     net::{TcpListener, TcpStream},
     task::JoinHandle,
 };
+use tokio_util::sync::CancellationToken;
 
 pub struct Gate {
     pub addr: SocketAddr,
-    open: Arc<AtomicBool>,
+    /// `Some(token)` while open; cancelling the token cuts the connections made while open.
+    open: Arc<Mutex<Option<CancellationToken>>>,
     task: JoinHandle<()>,
 }
 
@@ -26,17 +25,20 @@ impl Gate {
     pub async fn closed(upstream: SocketAddr) -> Gate {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let open = Arc::new(AtomicBool::new(false));
-        let is_open = open.clone();
+        let open: Arc<Mutex<Option<CancellationToken>>> = Arc::default();
+        let state = open.clone();
         let task = tokio::spawn(async move {
             while let Ok((mut client, _)) = listener.accept().await {
-                if !is_open.load(Ordering::SeqCst) {
+                let Some(token) = state.lock().unwrap().clone() else {
                     drop(client);
                     continue;
-                }
+                };
                 tokio::spawn(async move {
                     if let Ok(mut server) = TcpStream::connect(upstream).await {
-                        let _ = copy_bidirectional(&mut client, &mut server).await;
+                        tokio::select! {
+                            _ = copy_bidirectional(&mut client, &mut server) => {}
+                            () = token.cancelled() => {}
+                        }
                     }
                 });
             }
@@ -45,12 +47,20 @@ impl Gate {
     }
 
     pub fn open(&self) {
-        self.open.store(true, Ordering::SeqCst);
+        *self.open.lock().unwrap() = Some(CancellationToken::new());
+    }
+
+    /// Refuses new connections and cuts the existing ones.
+    pub fn close(&self) {
+        if let Some(token) = self.open.lock().unwrap().take() {
+            token.cancel();
+        }
     }
 }
 
 impl Drop for Gate {
     fn drop(&mut self) {
+        self.close();
         self.task.abort();
     }
 }
