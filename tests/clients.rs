@@ -135,3 +135,74 @@ fn secrets_in_urls_never_reach_error_output() {
     );
     assert!(!all.contains("hunter2"), "{all}");
 }
+
+async fn sandboxctl(app: &TestApp, args: &[&str]) -> String {
+    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
+        .args(args)
+        .env("SANDBOXD_ADDR", format!("http://{}", app.addr))
+        .env("SANDBOXD_API_KEY", &app.owner_key)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).to_string();
+    assert!(
+        output.status.success(),
+        "sandboxctl {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    stdout
+}
+
+#[tokio::test]
+async fn sandboxctl_covers_the_sandbox_lifecycle() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::spawn().await;
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
+        .args(["watch", "--json"])
+        .env("SANDBOXD_ADDR", format!("http://{}", app.addr))
+        .env("SANDBOXD_API_KEY", &app.owner_key)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut watch_log = tokio::io::BufReader::new(watch.stderr.take().unwrap()).lines();
+    let ready =
+        tokio::time::timeout(std::time::Duration::from_secs(10), watch_log.next_line()).await;
+    assert!(ready.unwrap().unwrap().unwrap().contains("watching"), "watch started");
+    let ensured =
+        sandboxctl(&app, &["ensure", "discord-guild", "ctl-box", "--label", "team=ops"]).await;
+    assert!(ensured.starts_with("created"), "{ensured}");
+    let again = sandboxctl(&app, &["ensure", "discord-guild", "ctl-box"]).await;
+    assert!(again.starts_with("already existed"), "{again}");
+
+    let listed: serde_json::Value = serde_json::from_str(
+        &sandboxctl(&app, &["list", "--label", "team=ops", "--state", "running", "--json"]).await,
+    )
+    .unwrap();
+    assert_eq!(listed[0]["name"], "ctl-box");
+    let table = sandboxctl(&app, &["list"]).await;
+    assert!(table.contains("ctl-box") && table.contains("RUNNING"), "{table}");
+
+    let extended = sandboxctl(&app, &["extend", "ctl-box", "1h"]).await;
+    assert!(extended.contains("ctl-box"), "{extended}");
+    let health = sandboxctl(&app, &["health", "ctl-box"]).await;
+    assert!(health.contains("HEALTHY") && health.contains("redis"), "{health}");
+    let conn = sandboxctl(&app, &["conn", "ctl-box"]).await;
+    assert!(conn.contains("export PGOPTIONS='-c search_path=sandbox_"), "{conn}");
+    let stats = sandboxctl(&app, &["stats", "ctl-box"]).await;
+    assert!(stats.contains("communities"), "{stats}");
+    let audit = sandboxctl(&app, &["audit", "ctl-box"]).await;
+    assert!(audit.contains("ttl_extended") && audit.contains("sandbox_created"), "{audit}");
+    sandboxctl(&app, &["destroy", "ctl-box", "--reason", "done"]).await;
+
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line())
+        .await
+        .expect("watch printed an event")
+        .unwrap()
+        .unwrap();
+    let event: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(event["event"], "CREATED");
+    assert!(!event["resume_token"].as_str().unwrap().is_empty());
+}

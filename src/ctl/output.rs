@@ -4,7 +4,10 @@ use serde_json::{Value, json};
 use tonic::Status;
 use tonic_types::StatusExt;
 
-use crate::proto::{Sandbox, SandboxState, Template};
+use crate::proto::{
+    AuditEvent, ConnectionDetails, HealthLevel, Sandbox, SandboxHealth, SandboxState, SchemaStats,
+    Template, WatchSandboxesResponse,
+};
 
 fn time(timestamp: &Option<prost_types::Timestamp>) -> String {
     timestamp
@@ -117,4 +120,171 @@ pub fn describe_status(status: &Status) -> String {
         }
     }
     text
+}
+
+/// Sandboxes as a table (or a JSON array).
+pub fn sandbox_table(sandboxes: &[Sandbox], as_json: bool) {
+    if as_json {
+        println!("{:#}", Value::Array(sandboxes.iter().map(sandbox_json).collect()));
+        return;
+    }
+    println!(
+        "{:<36}  {:<20} {:<10} {:<14} {:<12} {:<20} EXPIRES",
+        "ID", "NAME", "STATE", "TEMPLATE", "OWNER", "CREATED"
+    );
+    for s in sandboxes {
+        println!(
+            "{:<36}  {:<20} {:<10} {:<14} {:<12} {:<20} {}",
+            s.sandbox_id,
+            s.name,
+            state_name(s),
+            s.template,
+            s.owner,
+            time(&s.create_time),
+            time(&s.expire_time)
+        );
+    }
+}
+
+fn level_name(level: i32) -> &'static str {
+    match HealthLevel::try_from(level).unwrap_or_default() {
+        HealthLevel::Unspecified => "UNSPECIFIED",
+        HealthLevel::Healthy => "HEALTHY",
+        HealthLevel::Degraded => "DEGRADED",
+        HealthLevel::Unhealthy => "UNHEALTHY",
+    }
+}
+
+fn millis(duration: &Option<prost_types::Duration>) -> f64 {
+    duration.as_ref().map(|d| d.seconds as f64 * 1e3 + f64::from(d.nanos) / 1e6).unwrap_or_default()
+}
+
+pub fn health(report: &SandboxHealth, as_json: bool) {
+    let checks: Vec<Value> = report
+        .checks
+        .iter()
+        .map(|c| json!({"name": c.name, "level": level_name(c.level), "detail": c.detail, "latency_ms": millis(&c.latency)}))
+        .collect();
+    if as_json {
+        println!(
+            "{:#}",
+            json!({"sandbox_id": report.sandbox_id, "level": level_name(report.level), "checks": checks})
+        );
+        return;
+    }
+    println!("{} {}", report.sandbox_id, level_name(report.level));
+    for c in &report.checks {
+        println!(
+            "  {:<8} {:<10} {:>8.2} ms  {}",
+            c.name,
+            level_name(c.level),
+            millis(&c.latency),
+            c.detail
+        );
+    }
+}
+
+pub fn connection(details: &ConnectionDetails, as_json: bool) {
+    if as_json {
+        println!(
+            "{:#}",
+            json!({
+                "sandbox_id": details.sandbox_id, "schema": details.schema, "search_path": details.search_path,
+                "redis_prefix": details.redis_prefix, "subject_prefix": details.subject_prefix,
+                "object_prefix": details.object_prefix, "env": details.env,
+            })
+        );
+        return;
+    }
+    let mut env: Vec<_> = details.env.iter().collect();
+    env.sort();
+    for (key, value) in env {
+        println!("export {key}='{value}'");
+    }
+}
+
+pub fn stats(stats: &SchemaStats, as_json: bool) {
+    if as_json {
+        let tables: Vec<Value> = stats
+            .tables
+            .iter()
+            .map(|t| json!({"table": t.table_name, "rows": t.row_count}))
+            .collect();
+        println!(
+            "{:#}",
+            json!({"sandbox_id": stats.sandbox_id, "schema": stats.schema, "tables": tables})
+        );
+        return;
+    }
+    println!("{:<32} ROWS", format!("TABLE ({})", stats.schema));
+    for t in &stats.tables {
+        println!("{:<32} {}", t.table_name, t.row_count);
+    }
+}
+
+fn struct_json(value: &Option<prost_types::Struct>) -> Value {
+    fn convert(value: &prost_types::Value) -> Value {
+        use prost_types::value::Kind;
+        match &value.kind {
+            None | Some(Kind::NullValue(_)) => Value::Null,
+            Some(Kind::BoolValue(b)) => json!(b),
+            Some(Kind::NumberValue(n)) => json!(n),
+            Some(Kind::StringValue(s)) => json!(s),
+            Some(Kind::ListValue(list)) => Value::Array(list.values.iter().map(convert).collect()),
+            Some(Kind::StructValue(s)) => {
+                Value::Object(s.fields.iter().map(|(k, v)| (k.clone(), convert(v))).collect())
+            }
+        }
+    }
+    let fields =
+        value.as_ref().map(|s| s.fields.iter().map(|(k, v)| (k.clone(), convert(v))).collect());
+    Value::Object(fields.unwrap_or_default())
+}
+
+pub fn audit(events: &[AuditEvent], as_json: bool) {
+    if as_json {
+        let list: Vec<Value> = events
+            .iter()
+            .map(|e| {
+                json!({"event_id": e.event_id, "sandbox_id": e.sandbox_id, "actor": e.actor,
+                       "event_type": e.event_type, "details": struct_json(&e.details), "time": time(&e.create_time)})
+            })
+            .collect();
+        println!("{:#}", Value::Array(list));
+        return;
+    }
+    println!("{:<20} {:<36} {:<20} {:<20} DETAILS", "TIME", "SANDBOX", "EVENT", "ACTOR");
+    for e in events {
+        println!(
+            "{:<20} {:<36} {:<20} {:<20} {}",
+            time(&e.create_time),
+            e.sandbox_id,
+            e.event_type,
+            e.actor,
+            struct_json(&e.details)
+        );
+    }
+}
+
+pub fn watch_event(response: &WatchSandboxesResponse, as_json: bool) {
+    let Some(event) = &response.event else { return };
+    let sandbox = event.sandbox.clone().unwrap_or_default();
+    let kind = event.event_type().as_str_name().trim_start_matches("SANDBOX_EVENT_TYPE_");
+    if as_json {
+        println!(
+            "{}",
+            json!({"event": kind, "time": time(&event.event_time), "sandbox": sandbox_json(&sandbox),
+                   "resume_token": response.resume_token})
+        );
+    } else {
+        println!(
+            "{} {:<14} {} {:<20} {}  (resume: {})",
+            time(&event.event_time),
+            kind,
+            sandbox.sandbox_id,
+            sandbox.name,
+            state_name(&sandbox),
+            response.resume_token
+        );
+    }
 }
