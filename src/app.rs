@@ -14,6 +14,7 @@ use crate::{
     error::{Error, Result},
     events::EventHub,
     isolation::{RedisNamespace, redis_namespace},
+    routing::{RoutingService, RoutingTable},
     sandbox::SandboxManager,
     store::Store,
     template::TemplateCatalog,
@@ -25,6 +26,7 @@ pub struct App {
     pub redis: RedisNamespace,
     pub auth: Authenticator,
     pub sandboxes: SandboxManager,
+    pub routing: RoutingService,
     pub templates: Arc<TemplateCatalog>,
     pub events: EventHub,
     /// Cancelled when the server starts shutting down.
@@ -43,6 +45,7 @@ impl App {
         let auth = Authenticator::new(store.clone(), config.auth.mode, config.auth.key_cache_ttl);
         let shutdown = CancellationToken::new();
         let events = EventHub::default();
+        let routes = Arc::new(RoutingTable::default());
         let sandboxes = SandboxManager {
             store: store.clone(),
             redis: redis.clone(),
@@ -53,13 +56,22 @@ impl App {
             events: events.clone(),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
+            routes: routes.clone(),
         };
+        let routing = RoutingService::new(
+            store.clone(),
+            routes,
+            sandboxes.clone(),
+            events.clone(),
+            config.routing.max_guilds_per_sandbox,
+        );
         Ok(Arc::new(Self {
             config,
             store,
             redis,
             auth,
             sandboxes,
+            routing,
             templates,
             events,
             shutdown,

@@ -20,6 +20,7 @@ pub struct Config {
     pub s3: S3Config,
     pub auth: AuthConfig,
     pub sandbox: SandboxDefaults,
+    pub routing: RoutingConfig,
     pub templates: TemplatesConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -192,6 +193,22 @@ impl Default for SandboxDefaults {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+pub struct RoutingConfig {
+    /// Guilds one sandbox may route.
+    pub max_guilds_per_sandbox: u32,
+    /// Safety-net interval at which each replica re-reads route changes even without a NOTIFY.
+    #[serde(with = "humantime_serde")]
+    pub sync_interval: Duration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self { max_guilds_per_sandbox: 10, sync_interval: Duration::from_secs(5) }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
 pub struct TemplatesConfig {
     /// Directory of `*.toml` template files.
     pub dir: PathBuf,
@@ -269,6 +286,7 @@ impl Config {
                 self.server.concurrency_limit_per_connection,
             ),
             ("sandbox.max_live_per_owner", self.sandbox.max_live_per_owner as usize),
+            ("routing.max_guilds_per_sandbox", self.routing.max_guilds_per_sandbox as usize),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -283,6 +301,7 @@ impl Config {
             ("sandbox.default_ttl", self.sandbox.default_ttl),
             ("server.shutdown_grace", self.server.shutdown_grace),
             ("sandbox.activity_flush_interval", self.sandbox.activity_flush_interval),
+            ("routing.sync_interval", self.routing.sync_interval),
         ];
         for (name, value) in timeouts {
             if value.is_zero() {

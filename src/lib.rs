@@ -17,6 +17,7 @@ pub mod isolation;
 pub mod objectstore;
 pub mod proto;
 mod readiness;
+pub mod routing;
 pub mod sandbox;
 pub mod server;
 pub mod store;

@@ -1,6 +1,7 @@
 //! Flips health from real dependency probes: SERVING only while PostgreSQL and Redis answer.
 //! The first time PostgreSQL answers, migrations run and every template's SQL is checked; a
-//! template that fails is fatal (the server stops with that error logged).
+//! template that fails is fatal (the server stops with that error logged). The routing table is
+//! loaded before the first SERVING.
 
 use std::sync::Arc;
 
@@ -59,7 +60,9 @@ use InitError::{Fatal, Retry};
 async fn initialize(app: &App) -> Result<(), InitError> {
     app.store.ping().await.map_err(|error| Retry(error.into()))?;
     app.store.migrate().await.map_err(Fatal)?;
-    app.check_templates().await.map_err(Fatal)
+    app.check_templates().await.map_err(Fatal)?;
+    // Serving before the routing table is loaded would send every guild to production.
+    app.routing.table().rebuild(&app.store).await.map_err(|error| Retry(error.into()))
 }
 
 async fn probe(app: &App) -> bool {

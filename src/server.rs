@@ -18,6 +18,7 @@ use crate::{
         self, guild_routing_server::GuildRoutingServer,
         sandbox_control_server::SandboxControlServer, sync_service_server::SyncServiceServer,
     },
+    store::routes::ROUTES_CHANNEL,
 };
 
 /// Services reported by `grpc.health.v1.Health`, besides the overall status `""`.
@@ -102,7 +103,15 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let background = vec![
         tokio::spawn({
             let (app, shutdown) = (app.clone(), shutdown.clone());
-            async move { app.events.run(app.store.clone(), vec![], shutdown).await }
+            async move { app.events.run(app.store.clone(), vec![ROUTES_CHANNEL], shutdown).await }
+        }),
+        tokio::spawn({
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            let interval = app.config.routing.sync_interval;
+            async move {
+                let table = app.routing.table();
+                table.run_sync(app.store.clone(), app.events.clone(), interval, shutdown).await
+            }
         }),
         tokio::spawn({
             let (app, shutdown) = (app.clone(), shutdown.clone());

@@ -28,7 +28,7 @@ async fn health_checks_the_real_schema_and_redis_namespace() {
     let report = owner.get_sandbox_health(health(&sandbox.sandbox_id)).await.unwrap().into_inner();
     assert_eq!(report.level(), HealthLevel::Healthy, "{report:?}");
     let names: Vec<&str> = report.checks.iter().map(|c| c.name.as_str()).collect();
-    assert_eq!(names, ["schema", "redis"]);
+    assert_eq!(names, ["schema", "redis", "routing"]);
     assert!(report.checks.iter().all(|c| c.latency.is_some()));
 
     let schema = sandbox.resources.as_ref().unwrap().schema.clone();

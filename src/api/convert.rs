@@ -10,11 +10,15 @@ use serde_json::{Map, Number, Value as Json};
 use crate::{
     error::{Error, FieldViolation},
     proto,
+    routing::{ResolvedRoute, service::WatchItem},
     sandbox::{
         Sandbox, SandboxState,
         inspect::{ConnectionInfo, HealthLevel, HealthReport},
     },
-    store::audit::{AuditEvent, event as audit_event},
+    store::{
+        audit::{AuditEvent, event as audit_event},
+        routes::{ChangeKind, RouteRecord},
+    },
 };
 
 pub fn timestamp(time: DateTime<Utc>) -> Timestamp {
@@ -154,17 +158,22 @@ pub fn datetime(timestamp: &Timestamp) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp(timestamp.seconds, nanos)
 }
 
-/// Resume tokens of `WatchSandboxes`: an opaque form of the last delivered event id.
-pub fn encode_resume_token(event_id: i64) -> String {
+/// Resume tokens of the watch streams: an opaque form of the last delivered log id, tagged with
+/// the stream it belongs to (`ev1` sandbox events, `rt1` route changes).
+pub fn encode_resume_token(stream: &str, id: i64) -> String {
     use base64::Engine;
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("ev1:{event_id}"))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("{stream}:{id}"))
 }
 
-pub fn decode_resume_token(token: &str) -> Option<i64> {
+pub fn decode_resume_token(stream: &str, token: &str) -> Option<i64> {
     use base64::Engine;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(token).ok()?;
-    String::from_utf8(bytes).ok()?.strip_prefix("ev1:")?.parse().ok().filter(|id| *id >= 0)
+    let text = String::from_utf8(bytes).ok()?;
+    text.strip_prefix(stream)?.strip_prefix(':')?.parse().ok().filter(|id| *id >= 0)
 }
+
+pub const SANDBOX_EVENTS_STREAM: &str = "ev1";
+pub const ROUTE_CHANGES_STREAM: &str = "rt1";
 
 fn health_level(level: HealthLevel) -> proto::HealthLevel {
     match level {
@@ -248,6 +257,66 @@ pub fn watch_event(
             previous_state: previous.map(state).unwrap_or(proto::SandboxState::Unspecified).into(),
             event_time: Some(timestamp(event.created_at)),
         }),
-        resume_token: encode_resume_token(event.id),
+        resume_token: encode_resume_token(SANDBOX_EVENTS_STREAM, event.id),
+    }
+}
+
+pub fn guild_route(route: RouteRecord) -> proto::GuildRoute {
+    proto::GuildRoute {
+        guild_id: route.guild_id,
+        sandbox_id: route.sandbox_id.to_string(),
+        tenant: route.tenant,
+        registered_by: route.registered_by,
+        create_time: Some(timestamp(route.created_at)),
+    }
+}
+
+/// A resolved route, or the default (production) route when there is none.
+pub fn route(guild_id: String, resolved: Option<&ResolvedRoute>) -> proto::Route {
+    match resolved {
+        Some(route) => proto::Route {
+            guild_id,
+            target: proto::RouteTarget::Sandbox.into(),
+            sandbox_id: route.sandbox_id.clone(),
+            sandbox_state: proto::SandboxState::Running.into(),
+            schema: route.schema.clone(),
+            redis_prefix: route.redis_prefix.clone(),
+            subject_prefix: route.subject_prefix.clone(),
+        },
+        None => proto::Route {
+            guild_id,
+            target: proto::RouteTarget::Default.into(),
+            ..Default::default()
+        },
+    }
+}
+
+pub fn route_watch_item(item: WatchItem) -> proto::WatchGuildRoutesResponse {
+    use proto::watch_guild_routes_response::Event;
+    match item {
+        WatchItem::Snapshot { routes, last_batch, position } => proto::WatchGuildRoutesResponse {
+            event: Some(Event::Snapshot(proto::GuildRouteSnapshot {
+                routes: routes.into_iter().map(guild_route).collect(),
+                last_batch,
+            })),
+            resume_token: if last_batch {
+                encode_resume_token(ROUTE_CHANGES_STREAM, position)
+            } else {
+                String::new()
+            },
+        },
+        WatchItem::Change(change) => {
+            let kind = match change.kind {
+                ChangeKind::Added => proto::GuildRouteChangeKind::Added,
+                ChangeKind::Removed => proto::GuildRouteChangeKind::Removed,
+            };
+            proto::WatchGuildRoutesResponse {
+                event: Some(Event::Change(proto::GuildRouteChange {
+                    kind: kind.into(),
+                    route: Some(guild_route(change.route)),
+                })),
+                resume_token: encode_resume_token(ROUTE_CHANGES_STREAM, change.id),
+            }
+        }
     }
 }

@@ -257,7 +257,7 @@ pub fn watch(request: proto::WatchSandboxesRequest) -> Result<WatchSpec> {
     let mut violations = Vec::new();
     let after = match request.resume_token.as_str() {
         "" => None,
-        token => match convert::decode_resume_token(token) {
+        token => match convert::decode_resume_token(convert::SANDBOX_EVENTS_STREAM, token) {
             Some(id) => Some(id),
             None => {
                 violations.push(FieldViolation::new(

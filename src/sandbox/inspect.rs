@@ -96,9 +96,36 @@ impl SandboxManager {
         HealthCheck { name: "redis", level, detail, latency: started.elapsed() }
     }
 
-    /// Guild routes arrive with the routing service; until then there is nothing to check.
-    async fn check_routing(&self, _sandbox: &Sandbox) -> Option<HealthCheck> {
-        None
+    /// The routes stored for this sandbox and the ones this replica's table serves must agree.
+    async fn check_routing(&self, sandbox: &Sandbox) -> Option<HealthCheck> {
+        let started = Instant::now();
+        let stored =
+            self.store().list_routes(None, None, Some(sandbox.id.as_uuid()), None, 10_000).await;
+        let (level, detail) = match stored {
+            Err(error) => (HealthLevel::Unhealthy, format!("cannot read routes: {error}")),
+            Ok(routes) => {
+                let mut stored: Vec<u64> =
+                    routes.iter().filter_map(|r| r.guild_id.parse().ok()).collect();
+                stored.sort_unstable();
+                let served = self.routes().guilds_of(sandbox.id.as_uuid());
+                if stored == served {
+                    (
+                        HealthLevel::Healthy,
+                        format!("{} guild routes, routing table in sync", stored.len()),
+                    )
+                } else {
+                    (
+                        HealthLevel::Degraded,
+                        format!(
+                            "{} guild routes stored, {} served by this replica",
+                            stored.len(),
+                            served.len()
+                        ),
+                    )
+                }
+            }
+        };
+        Some(HealthCheck { name: "routing", level, detail, latency: started.elapsed() })
     }
 
     fn check_runtime(&self, sandbox: &Sandbox) -> Option<HealthCheck> {

@@ -15,6 +15,7 @@ use crate::{
     error::{Error, Result},
     events::EventHub,
     isolation::RedisNamespace,
+    routing::RoutingTable,
     store::{
         Store,
         sandboxes::{InsertOutcome, NewSandboxRecord, Scope, TransitionChange},
@@ -59,6 +60,9 @@ pub struct SandboxManager {
     pub(crate) shutdown: CancellationToken,
     /// Background lifecycle work (cleanup retries); the server waits for it on shutdown.
     pub(crate) tasks: TaskTracker,
+    /// This replica's routing table; caught up after changes that remove routes, so this
+    /// replica stops routing to a sandbox as soon as its state changed.
+    pub(crate) routes: Arc<RoutingTable>,
 }
 
 pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
@@ -92,6 +96,10 @@ impl SandboxManager {
 
     pub(crate) fn events(&self) -> &EventHub {
         &self.events
+    }
+
+    pub(crate) fn routes(&self) -> &RoutingTable {
+        &self.routes
     }
 
     pub(crate) fn shutdown(&self) -> &CancellationToken {
@@ -403,6 +411,9 @@ impl SandboxManager {
         };
         if destroying.state == SandboxState::Destroyed {
             return Ok(destroying);
+        }
+        if let Err(error) = self.routes.catch_up(&self.store).await {
+            tracing::warn!(%error, "routing table catch-up failed; the sync loop will retry");
         }
         self.store.drop_sandbox_schema(id).await?;
         let removed_keys = self.redis.purge(id).await?;

@@ -3,6 +3,7 @@
 pub mod api_keys;
 pub mod audit;
 mod pg_codes;
+pub mod routes;
 pub mod sandbox_listing;
 pub mod sandbox_schema;
 pub mod sandbox_updates;

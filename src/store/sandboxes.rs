@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Store, audit, pg_codes};
+use super::{Store, audit, pg_codes, routes};
 use crate::{
     error::{Error, Result},
     sandbox::{Sandbox, SandboxId, SandboxState, state},
@@ -281,6 +281,10 @@ impl Store {
         .fetch_optional(&mut *tx)
         .await?;
         let Some(row) = row else { return Ok(None) };
+        if from == SandboxState::Running {
+            // Only RUNNING sandboxes hold guild routes; they go with the state change.
+            routes::remove_routes_of_sandbox(&mut tx, id.as_uuid()).await?;
+        }
         let event_type = match to {
             SandboxState::Destroying => audit::event::SANDBOX_DESTROYING,
             SandboxState::Destroyed => audit::event::SANDBOX_DESTROYED,
