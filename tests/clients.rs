@@ -206,3 +206,43 @@ async fn sandboxctl_covers_the_sandbox_lifecycle() {
     assert_eq!(event["event"], "CREATED");
     assert!(!event["resume_token"].as_str().unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn sandboxctl_manages_and_resolves_guild_routes() {
+    use tokio::io::AsyncBufReadExt;
+    let app = TestApp::spawn().await;
+    sandboxctl(&app, &["create", "discord-guild", "--name", "routed"]).await;
+    let mut watch = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
+        .args(["route", "watch"])
+        .env("SANDBOXD_ADDR", format!("http://{}", app.addr))
+        .env("SANDBOXD_API_KEY", &app.owner_key)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watch.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        let line =
+            tokio::time::timeout(std::time::Duration::from_secs(10), lines.next_line()).await;
+        serde_json::from_str::<serde_json::Value>(&line.unwrap().unwrap().unwrap()).unwrap()
+    };
+    let snapshot = next_line().await;
+    assert_eq!(snapshot["last_batch"], true, "{snapshot}");
+
+    let added = sandboxctl(&app, &["route", "add", "424242", "routed"]).await;
+    assert!(added.contains("424242"), "{added}");
+    let resolved: serde_json::Value = serde_json::from_str(
+        &sandboxctl(&app, &["route", "resolve", "424242", "1", "--json"]).await,
+    )
+    .unwrap();
+    assert_eq!(resolved[0]["target"], "SANDBOX");
+    assert_eq!(resolved[1]["target"], "DEFAULT");
+    let listed = sandboxctl(&app, &["route", "list", "--sandbox", "routed"]).await;
+    assert!(listed.contains("424242"), "{listed}");
+    assert_eq!(sandboxctl(&app, &["route", "rm", "424242"]).await.trim(), "removed");
+    assert_eq!(sandboxctl(&app, &["route", "rm", "424242"]).await.trim(), "no such route");
+
+    let change = next_line().await;
+    assert_eq!(change["change"], "ADDED", "{change}");
+    assert_eq!(next_line().await["change"], "REMOVED");
+}

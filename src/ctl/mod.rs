@@ -3,6 +3,7 @@
 
 mod bench;
 mod output;
+mod routes;
 mod sandboxes;
 
 use std::{process::ExitCode, time::Duration};
@@ -16,7 +17,9 @@ use tonic::{
     transport::{Channel, Endpoint},
 };
 
-use crate::proto::sandbox_control_client::SandboxControlClient;
+use crate::proto::{
+    guild_routing_client::GuildRoutingClient, sandbox_control_client::SandboxControlClient,
+};
 
 #[derive(Parser)]
 #[command(name = "sandboxctl", version, about = "Client CLI for sandboxd")]
@@ -38,6 +41,11 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Sandbox(sandboxes::SandboxCommand),
+    /// Guild routes: add, rm, resolve, list, watch.
+    Route {
+        #[command(subcommand)]
+        command: routes::RouteCommand,
+    },
     /// Benchmarks against the server (e.g. `bench lifecycle`).
     Bench {
         #[command(subcommand)]
@@ -68,6 +76,10 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn control(&self) -> Client {
         SandboxControlClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn routing(&self) -> GuildRoutingClient<InterceptedService<Channel, Bearer>> {
+        GuildRoutingClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 }
 
@@ -105,6 +117,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let connection = connect(&cli).await?;
     match cli.command {
         Command::Sandbox(command) => sandboxes::run(&connection, command, cli.json).await,
+        Command::Route { command } => routes::run(&connection, command, cli.json).await,
         Command::Bench { command } => bench::run(connection.control(), command, cli.json).await,
     }
 }
