@@ -150,12 +150,8 @@ async fn redis_going_down_midway_leaves_nothing_and_the_sandbox_ends_destroyed_w
         .await
         .unwrap();
     assert_eq!(schemas, 0, "no schema left behind");
-    let states: Vec<String> = sqlx::query_scalar(
-        "SELECT details->>'to' FROM audit_events WHERE sandbox_id = $1 AND details ? 'to' ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&pg)
-    .await
-    .unwrap();
-    assert_eq!(states, ["CREATING", "FAILED", "DESTROYING", "DESTROYED"]);
+    assert_eq!(
+        common::audited_states(&pg, id).await,
+        ["CREATING", "FAILED", "DESTROYING", "DESTROYED"]
+    );
 }

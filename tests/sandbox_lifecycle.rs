@@ -213,14 +213,10 @@ DO $$ BEGIN IF current_schema() LIKE 'sandbox\_%' THEN RAISE EXCEPTION 'template
     assert!(schema_tables(&pg, &schema).await.is_empty());
     let mut redis = app.redis().await;
     assert!(keys_under(&mut redis, &format!("sandbox:{{{id}}}:")).await.is_empty());
-    let states: Vec<String> = sqlx::query_scalar(
-        "SELECT details->>'to' FROM audit_events WHERE sandbox_id = $1 AND details ? 'to' ORDER BY id",
-    )
-    .bind(id)
-    .fetch_all(&pg)
-    .await
-    .unwrap();
-    assert_eq!(states, ["CREATING", "FAILED", "DESTROYING", "DESTROYED"]);
+    assert_eq!(
+        common::audited_states(&pg, id).await,
+        ["CREATING", "FAILED", "DESTROYING", "DESTROYED"]
+    );
 }
 
 #[tokio::test]

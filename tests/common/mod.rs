@@ -306,6 +306,17 @@ pub fn destroy_request(id: &str) -> sandboxd::proto::DestroySandboxRequest {
     sandboxd::proto::DestroySandboxRequest { sandbox_id: id.into(), ..Default::default() }
 }
 
+/// The states a sandbox moved to, in order, from its audit trail.
+pub async fn audited_states(pool: &PgPool, id: uuid::Uuid) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT details->>'to' FROM audit_events WHERE sandbox_id = $1 AND details ? 'to' ORDER BY id",
+    )
+    .bind(id)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
+
 /// The `google.rpc.ErrorInfo` reason of a status.
 pub fn error_reason(status: &Status) -> String {
     use tonic_types::StatusExt;
