@@ -409,6 +409,13 @@ mod tests {
     }
 
     #[test]
+    fn the_shipped_example_config_parses() {
+        let config = Config::load(Some(std::path::Path::new("deploy/sandboxd.example.toml")))
+            .expect("deploy/sandboxd.example.toml matches the config types");
+        assert_eq!(config.routing.max_guilds_per_sandbox, 10);
+    }
+
+    #[test]
     fn validation_reports_every_problem() {
         let mut config = Config::default();
         config.redis.pool_size = 0;
