@@ -5,9 +5,8 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 
 use anyhow::Context;
 use tokio::{net::TcpListener, task::JoinHandle};
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Server;
+use tonic::transport::{Server, server::TcpIncoming};
 use tonic_health::{ServingStatus, server::HealthReporter};
 
 use crate::{
@@ -164,7 +163,8 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             set_all(&reporter, ServingStatus::NotServing).await;
         }
     };
-    let incoming = TcpListenerStream::new(listener);
+    // Without TCP_NODELAY, small responses wait on Nagle's algorithm and delayed ACKs (~40 ms).
+    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
     let serve = tokio::spawn(async move {
         router
             .serve_with_incoming_shutdown(incoming, drain_signal)

@@ -101,17 +101,26 @@ impl RedisNamespace {
 }
 
 /// Builds the pool with explicit timeouts (deadpool-redis has none by default, and `get()`
-/// could then wait forever).
+/// could then wait forever) and TCP_NODELAY (redis-rs leaves it off, so every small command
+/// would wait on Nagle's algorithm and delayed ACKs, ~40 ms).
 pub fn build_pool(config: &crate::config::RedisConfig) -> anyhow::Result<Pool> {
-    let mut pool_config = deadpool_redis::Config::from_url(config.url.expose());
-    let mut settings = deadpool_redis::PoolConfig::new(config.pool_size);
-    settings.timeouts.wait = Some(config.timeout);
-    settings.timeouts.create = Some(config.timeout);
-    settings.timeouts.recycle = Some(config.timeout);
-    pool_config.pool = Some(settings);
-    pool_config
-        .create_pool(Some(deadpool_redis::Runtime::Tokio1))
-        .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))
+    use redis::IntoConnectionInfo;
+    let info = config
+        .url
+        .expose()
+        .into_connection_info()
+        .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?
+        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+    let manager = deadpool_redis::Manager::new(info)
+        .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
+    Pool::builder(manager)
+        .max_size(config.pool_size)
+        .wait_timeout(Some(config.timeout))
+        .create_timeout(Some(config.timeout))
+        .recycle_timeout(Some(config.timeout))
+        .runtime(deadpool_redis::Runtime::Tokio1)
+        .build()
+        .map_err(|error| anyhow::anyhow!("building the Redis pool: {error}"))
 }
 
 impl RedisNamespace {
