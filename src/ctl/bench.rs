@@ -14,13 +14,15 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tonic::Status;
 
-use super::Client;
+use super::{Client, Connection};
 use crate::proto::{CreateSandboxRequest, DestroySandboxRequest};
 
 #[derive(Subcommand)]
 pub enum BenchCommand {
     /// Create → destroy cycles at one or more concurrencies: cycles/s and latency percentiles.
     Lifecycle(LifecycleArgs),
+    /// ResolveGuild over N mapped guilds beside a no-op RPC (health Check) as the ceiling.
+    Resolve(super::bench_resolve::ResolveArgs),
 }
 
 #[derive(Args)]
@@ -39,9 +41,10 @@ pub struct LifecycleArgs {
     warmup: Duration,
 }
 
-pub async fn run(client: Client, command: BenchCommand, json: bool) -> anyhow::Result<()> {
+pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Lifecycle(args) => lifecycle(client, args, json).await,
+        BenchCommand::Lifecycle(args) => lifecycle(connection.control(), args, json).await,
+        BenchCommand::Resolve(args) => super::bench_resolve::run(connection, args, json).await,
     }
 }
 
@@ -212,7 +215,7 @@ async fn create_and_destroy(
 }
 
 /// Nearest-rank percentile of sorted values, in milliseconds.
-fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
+pub(super) fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
     if sorted.is_empty() {
         return 0.0;
     }

@@ -2,6 +2,7 @@
 //! it is also a worked example of calling sandboxd from Rust.
 
 mod bench;
+mod bench_resolve;
 mod output;
 mod routes;
 mod sandboxes;
@@ -69,6 +70,7 @@ type Client = SandboxControlClient<InterceptedService<Channel, Bearer>>;
 
 /// A connection to sandboxd; each service's client is built on the same channel.
 pub(crate) struct Connection {
+    endpoint: Endpoint,
     channel: Channel,
     bearer: Bearer,
 }
@@ -76,6 +78,15 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn control(&self) -> Client {
         SandboxControlClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn bearer(&self) -> Bearer {
+        self.bearer.clone()
+    }
+
+    /// Another HTTP/2 connection to the same server (load generators spread over several).
+    pub(crate) async fn open_channel(&self) -> anyhow::Result<Channel> {
+        Ok(self.endpoint.connect().await?)
     }
 
     pub(crate) fn routing(&self) -> GuildRoutingClient<InterceptedService<Channel, Bearer>> {
@@ -98,9 +109,10 @@ pub async fn main() -> ExitCode {
 }
 
 async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
-    let channel = Endpoint::from_shared(cli.addr.clone())
+    let endpoint = Endpoint::from_shared(cli.addr.clone())
         .with_context(|| format!("invalid address {:?}", cli.addr))?
-        .connect_timeout(Duration::from_secs(5))
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to sandboxd at {}", cli.addr))?;
@@ -110,7 +122,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
         }
         None => None,
     };
-    Ok(Connection { channel, bearer: Bearer(bearer) })
+    Ok(Connection { endpoint, channel, bearer: Bearer(bearer) })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -118,6 +130,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sandbox(command) => sandboxes::run(&connection, command, cli.json).await,
         Command::Route { command } => routes::run(&connection, command, cli.json).await,
-        Command::Bench { command } => bench::run(connection.control(), command, cli.json).await,
+        Command::Bench { command } => bench::run(&connection, command, cli.json).await,
     }
 }
