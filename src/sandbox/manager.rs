@@ -18,7 +18,7 @@ use crate::{
     routing::RoutingTable,
     store::{
         Store,
-        sandboxes::{InsertOutcome, NewSandboxRecord, Scope, TransitionChange},
+        sandboxes::{InsertOutcome, NewSandboxRecord, SchemaWork, Scope, TransitionChange},
     },
     template::{Template, TemplateCatalog},
 };
@@ -210,41 +210,35 @@ impl SandboxManager {
         Err(last_error.unwrap_or_else(|| changed_concurrently_name(&name)))
     }
 
+    /// Provisions a CREATING sandbox: the Redis namespace, then the schema with the template's
+    /// tables committed together with CREATING → RUNNING.
     async fn provision(
         &self,
-        sandbox: Sandbox,
+        creating: Sandbox,
         template: &Template,
         actor: &str,
     ) -> Result<Sandbox> {
-        let tenant = sandbox.tenant.clone();
-        let id = sandbox.id;
-        let creating = self
-            .transition(
-                &tenant,
-                id,
-                SandboxState::Pending,
-                SandboxState::Creating,
-                actor,
-                "provisioning",
-            )
-            .await?;
+        let (tenant, id) = (creating.tenant.clone(), creating.id);
         let provisioned = async {
-            self.store.create_sandbox_schema(id, &template.schema_sql).await?;
-            self.redis.provision(id, &tenant, &template.name).await
-        }
-        .await;
-        match provisioned {
-            Ok(()) => {
-                self.transition(
+            self.redis.provision(id, &tenant, &template.name).await?;
+            let change = TransitionChange { reason: "provisioned", ..TransitionChange::default() };
+            let schema = SchemaWork::Create { template_sql: &template.schema_sql };
+            self.store
+                .transition_sandbox_with(
                     &tenant,
                     id,
                     SandboxState::Creating,
                     SandboxState::Running,
                     actor,
-                    "provisioned",
+                    change,
+                    schema,
                 )
-                .await
-            }
+                .await?
+                .ok_or_else(|| changed_concurrently(id))
+        }
+        .await;
+        match provisioned {
+            Ok(running) => Ok(running),
             Err(error) => {
                 self.fail_and_clean_up(creating, &error, actor).await;
                 Err(error)
@@ -415,19 +409,19 @@ impl SandboxManager {
         if let Err(error) = self.routes.catch_up(&self.store).await {
             tracing::warn!(%error, "routing table catch-up failed; the sync loop will retry");
         }
-        self.store.drop_sandbox_schema(id).await?;
         let removed_keys = self.redis.purge(id).await?;
-        tracing::debug!(%id, removed_keys, "sandbox resources removed");
+        tracing::debug!(%id, removed_keys, "sandbox keys removed");
         let change = TransitionChange { reason, ..TransitionChange::default() };
         match self
             .store
-            .transition_sandbox(
+            .transition_sandbox_with(
                 &tenant,
                 id,
                 SandboxState::Destroying,
                 SandboxState::Destroyed,
                 actor,
                 change,
+                SchemaWork::Drop,
             )
             .await?
         {
@@ -439,22 +433,6 @@ impl SandboxManager {
                 .await?
                 .ok_or_else(|| Error::not_found("sandbox", id.to_string())),
         }
-    }
-
-    async fn transition(
-        &self,
-        tenant: &str,
-        id: SandboxId,
-        from: SandboxState,
-        to: SandboxState,
-        actor: &str,
-        reason: &str,
-    ) -> Result<Sandbox> {
-        let change = TransitionChange { reason, ..TransitionChange::default() };
-        self.store
-            .transition_sandbox(tenant, id, from, to, actor, change)
-            .await?
-            .ok_or_else(|| changed_concurrently(id))
     }
 }
 

@@ -2,7 +2,7 @@
 //! generated scratch name), which are `[a-z0-9_]` by construction, so splicing them into DDL is
 //! safe; nothing from a request reaches these statements.
 
-use sqlx::{Connection, Executor};
+use sqlx::{Executor, PgConnection};
 
 use super::Store;
 use crate::{
@@ -17,30 +17,6 @@ fn quoted(schema: &str) -> String {
 }
 
 impl Store {
-    /// Creates the sandbox schema and runs the template SQL inside it, in one transaction: a
-    /// failing template leaves no schema behind.
-    #[tracing::instrument(name = "store.schema.create", skip(self, template_sql))]
-    pub async fn create_sandbox_schema(&self, id: SandboxId, template_sql: &str) -> Result<()> {
-        let schema = quoted(&id.schema_name());
-        let mut conn = self.pool().acquire().await?;
-        let mut tx = conn.begin().await?;
-        tx.execute(format!("CREATE SCHEMA {schema}; SET LOCAL search_path TO {schema}").as_str())
-            .await?;
-        if !template_sql.trim().is_empty() {
-            tx.execute(template_sql).await.map_err(template_error)?;
-        }
-        tx.commit().await?;
-        Ok(())
-    }
-
-    /// Drops the sandbox schema and everything in it; fine when it is already gone.
-    #[tracing::instrument(name = "store.schema.drop", skip(self))]
-    pub async fn drop_sandbox_schema(&self, id: SandboxId) -> Result<()> {
-        let schema = quoted(&id.schema_name());
-        self.pool().execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await?;
-        Ok(())
-    }
-
     /// Table names of a sandbox schema, sorted; empty when the schema does not exist.
     pub async fn sandbox_tables(&self, id: SandboxId) -> Result<Vec<String>> {
         let tables = sqlx::query_scalar(
@@ -74,6 +50,29 @@ impl Store {
         tx.rollback().await?;
         Ok(tables)
     }
+}
+
+/// Creates the schema and the template's tables inside the caller's transaction; the
+/// transaction's search_path is back to the default afterwards.
+pub(super) async fn create_in(
+    conn: &mut PgConnection,
+    id: SandboxId,
+    template_sql: &str,
+) -> Result<()> {
+    let schema = quoted(&id.schema_name());
+    conn.execute(format!("CREATE SCHEMA {schema}; SET LOCAL search_path TO {schema}").as_str())
+        .await?;
+    if !template_sql.trim().is_empty() {
+        conn.execute(template_sql).await.map_err(template_error)?;
+    }
+    conn.execute("SET LOCAL search_path TO DEFAULT").await?;
+    Ok(())
+}
+
+pub(super) async fn drop_in(conn: &mut PgConnection, id: SandboxId) -> Result<()> {
+    let schema = quoted(&id.schema_name());
+    conn.execute(format!("DROP SCHEMA IF EXISTS {schema} CASCADE").as_str()).await?;
+    Ok(())
 }
 
 /// A template SQL failure is a server-side (operator) problem, reported with PostgreSQL's message.

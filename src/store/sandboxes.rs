@@ -8,7 +8,9 @@ use serde_json::json;
 use sqlx::types::Json;
 use uuid::Uuid;
 
-use super::{Store, audit, pg_codes, routes};
+use sqlx::PgConnection;
+
+use super::{Store, audit, pg_codes, routes, sandbox_schema};
 use crate::{
     error::{Error, Result},
     sandbox::{Sandbox, SandboxId, SandboxState, state},
@@ -204,8 +206,21 @@ impl Store {
             json!({ "template": new.template, "name": new.name, "expire_time": new.expire_at }),
         )
         .await?;
+        // Provisioning starts at once: PENDING → CREATING commits with the insert.
+        let change = TransitionChange { reason: "provisioning", ..TransitionChange::default() };
+        let creating = transition_in(
+            &mut tx,
+            new.tenant,
+            new.id,
+            SandboxState::Pending,
+            SandboxState::Creating,
+            actor,
+            change,
+        )
+        .await?
+        .unwrap_or(sandbox);
         tx.commit().await?;
-        Ok(InsertOutcome::Inserted(sandbox))
+        Ok(InsertOutcome::Inserted(creating))
     }
 
     #[tracing::instrument(name = "store.sandboxes.get", skip(self))]
@@ -246,7 +261,6 @@ impl Store {
     /// Moves a sandbox from `from` to `to` if it is still in `from` (compare-and-set), and
     /// records the audit event in the same transaction. `None` means another writer changed the
     /// sandbox first (or the etag no longer matches); the caller re-reads and decides.
-    #[tracing::instrument(name = "store.sandboxes.transition", skip(self, change), fields(%id, %from, %to))]
     pub async fn transition_sandbox(
         &self,
         tenant: &str,
@@ -256,50 +270,101 @@ impl Store {
         actor: &str,
         change: TransitionChange<'_>,
     ) -> Result<Option<Sandbox>> {
-        if !state::is_allowed(from, to) {
-            return Err(Error::FailedPrecondition {
-                reason: "INVALID_STATE_TRANSITION",
-                message: format!("a {from} sandbox cannot become {to}"),
-            });
-        }
-        let mut tx = self.pool().begin().await?;
-        let row = sqlx::query_as::<_, SandboxRow>(&format!(
-            "UPDATE sandboxes SET state = $4, version = version + 1, updated_at = now(),
-                 last_error = coalesce($5, last_error),
-                 destroy_reason = coalesce($6, destroy_reason),
-                 destroyed_at = CASE WHEN $4 = 'DESTROYED' THEN now() ELSE destroyed_at END
-             WHERE id = $1 AND tenant = $2 AND state = $3 AND ($7::bigint IS NULL OR version = $7)
-             RETURNING {COLUMNS}"
-        ))
-        .bind(id.as_uuid())
-        .bind(tenant)
-        .bind(from.as_str())
-        .bind(to.as_str())
-        .bind(change.last_error)
-        .bind(change.destroy_reason)
-        .bind(change.expected_version)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(row) = row else { return Ok(None) };
-        if from == SandboxState::Running {
-            // Only RUNNING sandboxes hold guild routes; they go with the state change.
-            routes::remove_routes_of_sandbox(&mut tx, id.as_uuid()).await?;
-        }
-        let event_type = match to {
-            SandboxState::Destroying => audit::event::SANDBOX_DESTROYING,
-            SandboxState::Destroyed => audit::event::SANDBOX_DESTROYED,
-            _ => audit::event::STATUS_CHANGED,
-        };
-        let details = json!({
-            "from": from.as_str(),
-            "to": to.as_str(),
-            "reason": change.reason,
-            "last_error": change.last_error,
-        });
-        audit::record(&mut tx, tenant, Some(id.as_uuid()), actor, event_type, details).await?;
-        tx.commit().await?;
-        row.into_domain().map(|(sandbox, _)| Some(sandbox))
+        self.transition_sandbox_with(tenant, id, from, to, actor, change, SchemaWork::None).await
     }
+
+    /// A transition that also creates or drops the sandbox schema in the same transaction:
+    /// CREATING → RUNNING commits together with the template's tables, DESTROYING → DESTROYED
+    /// together with the DROP. One commit instead of two, and never one without the other.
+    #[allow(clippy::too_many_arguments)]
+    #[tracing::instrument(name = "store.sandboxes.transition", skip(self, change, schema_work), fields(%id, %from, %to))]
+    pub async fn transition_sandbox_with(
+        &self,
+        tenant: &str,
+        id: SandboxId,
+        from: SandboxState,
+        to: SandboxState,
+        actor: &str,
+        change: TransitionChange<'_>,
+        schema_work: SchemaWork<'_>,
+    ) -> Result<Option<Sandbox>> {
+        let mut conn = self.pool().acquire().await?;
+        let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+        match schema_work {
+            SchemaWork::None => {}
+            SchemaWork::Create { template_sql } => {
+                sandbox_schema::create_in(&mut tx, id, template_sql).await?
+            }
+            SchemaWork::Drop => sandbox_schema::drop_in(&mut tx, id).await?,
+        }
+        let transitioned = transition_in(&mut tx, tenant, id, from, to, actor, change).await?;
+        if transitioned.is_some() {
+            tx.commit().await?;
+        }
+        Ok(transitioned)
+    }
+}
+
+/// Schema DDL that commits together with a state transition.
+#[derive(Debug, Clone, Copy)]
+pub enum SchemaWork<'a> {
+    None,
+    Create { template_sql: &'a str },
+    Drop,
+}
+
+/// Compare-and-set of the state plus the audit event (and route removal when leaving
+/// RUNNING), inside the caller's transaction. `None` when the sandbox was not in `from`.
+async fn transition_in(
+    conn: &mut PgConnection,
+    tenant: &str,
+    id: SandboxId,
+    from: SandboxState,
+    to: SandboxState,
+    actor: &str,
+    change: TransitionChange<'_>,
+) -> Result<Option<Sandbox>> {
+    if !state::is_allowed(from, to) {
+        return Err(Error::FailedPrecondition {
+            reason: "INVALID_STATE_TRANSITION",
+            message: format!("a {from} sandbox cannot become {to}"),
+        });
+    }
+    let row = sqlx::query_as::<_, SandboxRow>(&format!(
+        "UPDATE sandboxes SET state = $4, version = version + 1, updated_at = now(),
+             last_error = coalesce($5, last_error),
+             destroy_reason = coalesce($6, destroy_reason),
+             destroyed_at = CASE WHEN $4 = 'DESTROYED' THEN now() ELSE destroyed_at END
+         WHERE id = $1 AND tenant = $2 AND state = $3 AND ($7::bigint IS NULL OR version = $7)
+         RETURNING {COLUMNS}"
+    ))
+    .bind(id.as_uuid())
+    .bind(tenant)
+    .bind(from.as_str())
+    .bind(to.as_str())
+    .bind(change.last_error)
+    .bind(change.destroy_reason)
+    .bind(change.expected_version)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    if from == SandboxState::Running {
+        // Only RUNNING sandboxes hold guild routes; they go with the state change.
+        routes::remove_routes_of_sandbox(conn, id.as_uuid()).await?;
+    }
+    let event_type = match to {
+        SandboxState::Destroying => audit::event::SANDBOX_DESTROYING,
+        SandboxState::Destroyed => audit::event::SANDBOX_DESTROYED,
+        _ => audit::event::STATUS_CHANGED,
+    };
+    let details = json!({
+        "from": from.as_str(),
+        "to": to.as_str(),
+        "reason": change.reason,
+        "last_error": change.last_error,
+    });
+    audit::record(conn, tenant, Some(id.as_uuid()), actor, event_type, details).await?;
+    row.into_domain().map(|(sandbox, _)| Some(sandbox))
 }
 
 /// The sandbox an earlier create with the same request id made, if any.
