@@ -42,19 +42,21 @@ pub async fn record(
     event_type: &str,
     details: Value,
 ) -> Result<()> {
+    // Lock, insert and notify in one round trip.
     sqlx::query(
-        "WITH ordered AS (SELECT pg_advisory_xact_lock(hashtextextended('sandboxd.events:' || $1, 0)))
-         INSERT INTO audit_events (tenant, sandbox_id, actor, event_type, details)
-         SELECT $1, $2, $3, $4, $5 FROM ordered",
+        "WITH ordered AS (SELECT pg_advisory_xact_lock(hashtextextended('sandboxd.events:' || $1, 0))),
+              inserted AS (INSERT INTO audit_events (tenant, sandbox_id, actor, event_type, details)
+                           SELECT $1, $2, $3, $4, $5 FROM ordered RETURNING id)
+         SELECT pg_notify($6, $1) FROM inserted",
     )
     .bind(tenant)
     .bind(sandbox_id)
     .bind(actor)
     .bind(event_type)
     .bind(details)
-    .execute(&mut *conn)
+    .bind(EVENTS_CHANNEL)
+    .execute(conn)
     .await?;
-    sqlx::query("SELECT pg_notify($1, $2)").bind(EVENTS_CHANNEL).bind(tenant).execute(conn).await?;
     Ok(())
 }
 
