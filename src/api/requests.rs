@@ -78,10 +78,7 @@ pub struct DestroyRequest {
 
 pub fn destroy(request: proto::DestroySandboxRequest) -> Result<DestroyRequest> {
     let mut violations = Vec::new();
-    let id = SandboxId::parse("sandbox_id", &request.sandbox_id);
-    if let Err(Error::InvalidArgument(found)) = &id {
-        violations.extend(found.iter().cloned());
-    }
+    let id = collect(sandbox_id(&request.sandbox_id), &mut violations);
     if let Some(violation) = validate::check_reason("reason", &request.reason) {
         violations.push(violation);
     }
@@ -90,10 +87,10 @@ pub fn destroy(request: proto::DestroySandboxRequest) -> Result<DestroyRequest> 
     }
     let etag = (!request.etag.is_empty()).then_some(request.etag);
     match id {
-        Ok(id) => {
+        Some(id) => {
             violations_to_result(DestroyRequest { id, reason: request.reason, etag }, violations)
         }
-        Err(_) => Err(Error::InvalidArgument(violations)),
+        None => Err(Error::InvalidArgument(violations)),
     }
 }
 
@@ -155,9 +152,7 @@ pub struct ListRequest {
 
 pub fn list(request: proto::ListSandboxesRequest) -> Result<ListRequest> {
     let mut violations = Vec::new();
-    let page_size = page_token::page_size(request.page_size)
-        .map_err(|error| violations_of(error, &mut violations))
-        .ok();
+    let page_size = collect(page_token::page_size(request.page_size), &mut violations);
     let owner = optional_subject("owner", request.owner, &mut violations);
     let mut states = Vec::new();
     for (index, raw) in request.states.iter().enumerate() {
@@ -182,9 +177,19 @@ pub fn list(request: proto::ListSandboxesRequest) -> Result<ListRequest> {
     violations_to_result(parsed, violations)
 }
 
-fn violations_of(error: Error, violations: &mut Vec<FieldViolation>) {
-    if let Error::InvalidArgument(found) = error {
-        violations.extend(found);
+/// The value of a field parser, or `None` with its violations added to `violations`, so one
+/// response names every bad field.
+fn collect<T>(parsed: Result<T>, violations: &mut Vec<FieldViolation>) -> Option<T> {
+    match parsed {
+        Ok(value) => Some(value),
+        Err(Error::InvalidArgument(found)) => {
+            violations.extend(found);
+            None
+        }
+        Err(other) => {
+            violations.push(FieldViolation::new("request", other.to_string()));
+            None
+        }
     }
 }
 
@@ -198,8 +203,7 @@ pub struct ExtendRequest {
 pub fn extend(request: proto::ExtendSandboxRequest) -> Result<ExtendRequest> {
     use proto::extend_sandbox_request::Extension;
     let mut violations = Vec::new();
-    let id =
-        sandbox_id(&request.sandbox_id).map_err(|error| violations_of(error, &mut violations)).ok();
+    let id = collect(sandbox_id(&request.sandbox_id), &mut violations);
     let by = match request.extension {
         None => {
             violations.push(FieldViolation::new("extension", "set ttl_extension or expire_time"));
@@ -238,13 +242,8 @@ pub struct AuditRequest {
 
 pub fn audit(request: proto::ListAuditEventsRequest) -> Result<AuditRequest> {
     let mut violations = Vec::new();
-    let sandbox_id = optional_sandbox_id(&request.sandbox_id)
-        .map_err(|error| violations_of(error, &mut violations))
-        .ok()
-        .flatten();
-    let page_size = page_token::page_size(request.page_size)
-        .map_err(|error| violations_of(error, &mut violations))
-        .ok();
+    let sandbox_id = collect(optional_sandbox_id(&request.sandbox_id), &mut violations).flatten();
+    let page_size = collect(page_token::page_size(request.page_size), &mut violations);
     let parsed = AuditRequest {
         sandbox_id,
         page_size: page_size.unwrap_or_default(),
@@ -268,10 +267,7 @@ pub fn watch(request: proto::WatchSandboxesRequest) -> Result<WatchSpec> {
             }
         },
     };
-    let sandbox_id = optional_sandbox_id(&request.sandbox_id)
-        .map_err(|error| violations_of(error, &mut violations))
-        .ok()
-        .flatten();
+    let sandbox_id = collect(optional_sandbox_id(&request.sandbox_id), &mut violations).flatten();
     let owner = optional_subject("owner", request.owner, &mut violations);
     violations_to_result(WatchSpec { after, sandbox_id, owner }, violations)
 }
