@@ -13,7 +13,7 @@ use crate::{
     config::Config,
     error::{Error, Result},
     events::EventHub,
-    isolation::{RedisNamespace, redis_namespace},
+    isolation::{RedisNamespace, redis_pool},
     routing::{RoutingService, RoutingTable},
     sandbox::SandboxManager,
     store::Store,
@@ -40,7 +40,7 @@ impl App {
         let templates =
             Arc::new(TemplateCatalog::load_dir(&config.templates.dir, &config.sandbox)?);
         let store = Store::connect_lazy(&config.database)?;
-        let redis_pool = redis_namespace::build_pool(&config.redis)?;
+        let redis_pool = redis_pool::build_pool(&config.redis)?;
         let redis = RedisNamespace::new(redis_pool, config.redis.timeout);
         let auth = Authenticator::new(store.clone(), config.auth.mode, config.auth.key_cache_ttl);
         let shutdown = CancellationToken::new();

@@ -201,8 +201,8 @@ impl From<redis::RedisError> for Error {
     }
 }
 
-impl From<deadpool_redis::PoolError> for Error {
-    fn from(error: deadpool_redis::PoolError) -> Self {
+impl From<deadpool::managed::PoolError<redis::RedisError>> for Error {
+    fn from(error: deadpool::managed::PoolError<redis::RedisError>) -> Self {
         Error::unavailable("redis", error)
     }
 }

@@ -44,6 +44,26 @@ async fn wait_for_state(pool: &sqlx::PgPool, state: &str) -> uuid::Uuid {
     panic!("no sandbox reached {state}");
 }
 
+/// Waits until the server is inside the `slow` template's SQL: a create is in flight. Creation
+/// commits nothing until it is done, so the running statement is what can be seen of it.
+async fn wait_for_slow_template_sql(pool: &sqlx::PgPool) {
+    for _ in 0..600 {
+        let running: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND state = 'active'
+               AND pid <> pg_backend_pid() AND query LIKE '%SELECT pg_sleep(1)%'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if running > 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the slow template's SQL never ran");
+}
+
 #[tokio::test]
 async fn shutdown_drains_an_in_flight_create_then_refuses_new_connections() {
     let templates = templates_with_slow_one();
@@ -64,7 +84,7 @@ async fn shutdown_drains_an_in_flight_create_then_refuses_new_connections() {
             .create_sandbox(CreateSandboxRequest { template: "slow".into(), ..Default::default() })
             .await
     });
-    wait_for_state(&pg, "CREATING").await;
+    wait_for_slow_template_sql(&pg).await;
 
     let server = app.take_server();
     let addr = server.local_addr;

@@ -1,5 +1,6 @@
 //! Isolation of sandbox resources outside PostgreSQL (the schema DDL lives in the store).
 
 pub mod redis_namespace;
+pub mod redis_pool;
 
 pub use redis_namespace::RedisNamespace;

@@ -9,7 +9,10 @@ use std::{
     time::Duration,
 };
 
-use tokio::sync::{Mutex, broadcast::error::RecvError};
+use tokio::sync::{
+    Mutex,
+    broadcast::{self, error::RecvError},
+};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -169,17 +172,42 @@ impl RoutingTable {
                     () = tokio::time::sleep(Duration::from_millis(500)) => continue,
                 }
             }
-            needs_rebuild = false;
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                _ = ticker.tick() => {}
-                received = notifications.recv() => match received {
-                    Ok(Notification::Other { channel, .. }) if channel == ROUTES_CHANNEL => {}
-                    Ok(Notification::Reconnected) | Err(RecvError::Lagged(_)) => needs_rebuild = true,
-                    Ok(_) => continue,
-                    Err(RecvError::Closed) => return,
-                },
+            match next_sync(&mut notifications, &mut ticker, &shutdown).await {
+                Some(SyncKind::CatchUp) => needs_rebuild = false,
+                Some(SyncKind::Rebuild) => needs_rebuild = true,
+                None => return,
             }
+        }
+    }
+}
+
+enum SyncKind {
+    CatchUp,
+    Rebuild,
+}
+
+/// Waits for the next reason to sync: a route change, a lost LISTEN connection (rebuild), or
+/// the safety-net tick. Other notifications (sandbox lifecycle events, many per second) are
+/// skipped here rather than each costing a catch-up query. `None` on shutdown.
+async fn next_sync(
+    notifications: &mut broadcast::Receiver<Notification>,
+    ticker: &mut tokio::time::Interval,
+    shutdown: &CancellationToken,
+) -> Option<SyncKind> {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return None,
+            _ = ticker.tick() => return Some(SyncKind::CatchUp),
+            received = notifications.recv() => match received {
+                Ok(Notification::Other { channel, .. }) if channel == ROUTES_CHANNEL => {
+                    return Some(SyncKind::CatchUp);
+                }
+                Ok(Notification::Reconnected) | Err(RecvError::Lagged(_)) => {
+                    return Some(SyncKind::Rebuild);
+                }
+                Ok(_) => {}
+                Err(RecvError::Closed) => return None,
+            },
         }
     }
 }

@@ -2,6 +2,8 @@
 //! and destroys sandboxes.
 
 pub mod activity;
+pub mod create;
+pub mod destroy;
 pub mod extend;
 pub mod inspect;
 pub mod listing;
@@ -12,5 +14,6 @@ pub mod state;
 pub mod validate;
 pub mod watch;
 
-pub use manager::{CreateSpec, SandboxManager, SandboxSelector};
+pub use create::CreateSpec;
+pub use manager::{SandboxManager, SandboxSelector};
 pub use model::{Sandbox, SandboxId, SandboxState};

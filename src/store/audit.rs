@@ -2,7 +2,8 @@
 //! It doubles as the event log behind `WatchSandboxes`: writers of one tenant serialize on an
 //! advisory lock while inserting, so event ids of a tenant become visible in id order and a
 //! watcher that resumes after id N misses nothing; each insert also wakes watchers on every
-//! replica with `NOTIFY sandboxd_events`.
+//! replica with `NOTIFY sandboxd_events`. Writers take that lock in their last statement before
+//! COMMIT, so it is held for one round trip and the commit.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -33,6 +34,10 @@ pub mod event {
         [SANDBOX_CREATED, STATUS_CHANGED, TTL_EXTENDED, SANDBOX_DESTROYING, SANDBOX_DESTROYED];
 }
 
+/// The advisory-lock key that orders one tenant's events; every writer uses it.
+const ORDER_LOCK_KEY: &str = "'sandboxd.events:' || tenant";
+
+/// Records one event on its own statement (for changes that are not a single statement).
 #[tracing::instrument(name = "store.audit.record", skip(conn, details))]
 pub async fn record(
     conn: &mut PgConnection,
@@ -42,22 +47,72 @@ pub async fn record(
     event_type: &str,
     details: Value,
 ) -> Result<()> {
-    // Lock, insert and notify in one round trip.
-    sqlx::query(
-        "WITH ordered AS (SELECT pg_advisory_xact_lock(hashtextextended('sandboxd.events:' || $1, 0))),
-              inserted AS (INSERT INTO audit_events (tenant, sandbox_id, actor, event_type, details)
-                           SELECT $1, $2, $3, $4, $5 FROM ordered RETURNING id)
-         SELECT pg_notify($6, $1) FROM inserted",
-    )
-    .bind(tenant)
-    .bind(sandbox_id)
-    .bind(actor)
-    .bind(event_type)
-    .bind(details)
-    .bind(EVENTS_CHANNEL)
-    .execute(conn)
-    .await?;
+    let sql = format!(
+        "WITH changed AS (SELECT $1::text AS tenant, $2::uuid AS id), {}
+         SELECT count(*) FROM recorded_events",
+        recording_ctes("changed", 3)
+    );
+    let query = sqlx::query_as::<_, (i64,)>(&sql).bind(tenant).bind(sandbox_id);
+    Events::new().push(event_type, details).bind_to(query, actor).fetch_one(conn).await?;
     Ok(())
+}
+
+type PgQueryAs<'q, O> = sqlx::query::QueryAs<'q, sqlx::Postgres, O, sqlx::postgres::PgArguments>;
+
+/// Events to record together with a change, in order.
+#[derive(Debug, Default)]
+pub(super) struct Events<'a> {
+    types: Vec<&'a str>,
+    details: Vec<Value>,
+}
+
+impl<'a> Events<'a> {
+    pub(super) fn new() -> Self {
+        Self::default()
+    }
+
+    pub(super) fn push(mut self, event_type: &'a str, details: Value) -> Self {
+        self.types.push(event_type);
+        self.details.push(details);
+        self
+    }
+
+    /// Binds the actor, the event types and their details, in that order: the three
+    /// parameters [`recording_ctes`] expects.
+    pub(super) fn bind_to<'q, O>(self, query: PgQueryAs<'q, O>, actor: &'q str) -> PgQueryAs<'q, O>
+    where
+        'a: 'q,
+    {
+        query.bind(actor).bind(self.types).bind(self.details)
+    }
+}
+
+/// CTEs that record events for the row of the CTE named `changed` (columns `tenant` and `id`),
+/// to splice into the statement that makes the change: the tenant's ordering lock, one
+/// `audit_events` row per event in order, and the NOTIFY. They write nothing and take no lock
+/// when `changed` is empty. Parameters from `$first_param`: actor, event types (`text[]`),
+/// details (`jsonb[]`), as [`Events::bind_to`] binds them.
+///
+/// The lock is taken before the first event id is drawn: every inserted row joins the row of
+/// `ordered_events`, whose evaluation takes the lock. Identical NOTIFYs of one transaction are
+/// delivered once.
+pub(super) fn recording_ctes(changed: &str, first_param: usize) -> String {
+    let (actor, types, details) = (first_param, first_param + 1, first_param + 2);
+    format!(
+        "ordered_events AS (
+             SELECT pg_advisory_xact_lock(hashtextextended({ORDER_LOCK_KEY}, 0)), tenant, id
+             FROM {changed}
+         ),
+         recorded_events AS (
+             INSERT INTO audit_events (tenant, sandbox_id, actor, event_type, details)
+             SELECT ordered_events.tenant, ordered_events.id, ${actor}, event.event_type, event.details
+             FROM ordered_events,
+                  unnest(${types}::text[], ${details}::jsonb[])
+                      WITH ORDINALITY AS event (event_type, details, position)
+             ORDER BY event.position
+             RETURNING pg_notify('{EVENTS_CHANNEL}', tenant)
+         )"
+    )
 }
 
 /// One stored audit event.

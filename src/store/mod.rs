@@ -4,8 +4,10 @@ pub mod api_keys;
 pub mod audit;
 mod pg_codes;
 pub mod routes;
+pub mod sandbox_create;
 pub mod sandbox_listing;
 pub mod sandbox_schema;
+pub mod sandbox_transitions;
 pub mod sandbox_updates;
 pub mod sandboxes;
 
@@ -13,7 +15,7 @@ use std::str::FromStr;
 
 use anyhow::Context;
 use sqlx::{
-    ConnectOptions, Executor, PgPool, Postgres,
+    ConnectOptions, Connection, Executor, PgPool, Postgres,
     migrate::MigrateDatabase,
     postgres::{PgConnectOptions, PgPoolOptions},
 };
@@ -21,6 +23,9 @@ use sqlx::{
 use crate::config::DatabaseConfig;
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How long a pooled connection may sit idle and still be handed out without a ping.
+const TRUSTED_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Handle to sandboxd's PostgreSQL database.
 #[derive(Clone, Debug)]
@@ -40,6 +45,18 @@ impl Store {
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
             .acquire_timeout(config.acquire_timeout)
+            // sqlx pings every connection on release, which closes broken ones; a ping on every
+            // acquire as well would cost a round trip per transaction. Only connections idle
+            // for a while are pinged again before use.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for >= TRUSTED_FOR {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     conn.execute(

@@ -16,7 +16,7 @@ use crate::{
 /// The PostgreSQL channel announcing route changes; the payload is the change id.
 pub const ROUTES_CHANNEL: &str = "sandboxd_routes";
 
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Deserialize)]
 pub struct RouteRecord {
     pub guild_id: String,
     pub sandbox_id: Uuid,
@@ -99,17 +99,15 @@ async fn log_change(conn: &mut PgConnection, kind: ChangeKind, route: &RouteReco
     Ok(())
 }
 
-/// Removes every route of a sandbox (it is leaving RUNNING); runs inside the caller's
-/// transaction so the routes go with the state change.
-pub async fn remove_routes_of_sandbox(conn: &mut PgConnection, sandbox_id: Uuid) -> Result<usize> {
-    let removed = sqlx::query_as::<_, RouteRecord>(
-        "DELETE FROM guild_routes WHERE sandbox_id = $1
-         RETURNING guild_id, sandbox_id, tenant, registered_by, created_at",
-    )
-    .bind(sandbox_id)
-    .fetch_all(&mut *conn)
-    .await?;
-    for route in &removed {
+/// Logs routes a sandbox lost by leaving RUNNING (deleted by the transition's own statement):
+/// one change per route for the replicas' routing tables, and a `guild_unregistered` event each.
+/// Runs inside the transition's transaction.
+pub(super) async fn record_removed_routes(
+    conn: &mut PgConnection,
+    sandbox_id: Uuid,
+    removed: &[RouteRecord],
+) -> Result<()> {
+    for route in removed {
         log_change(conn, ChangeKind::Removed, route).await?;
         let details = json!({ "guild_id": route.guild_id, "reason": "sandbox left RUNNING" });
         audit::record(
@@ -122,7 +120,7 @@ pub async fn remove_routes_of_sandbox(conn: &mut PgConnection, sandbox_id: Uuid)
         )
         .await?;
     }
-    Ok(removed.len())
+    Ok(())
 }
 
 impl Store {

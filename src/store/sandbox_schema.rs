@@ -52,20 +52,21 @@ impl Store {
     }
 }
 
-/// Creates the schema and the template's tables inside the caller's transaction; the
-/// transaction's search_path is back to the default afterwards.
-pub(super) async fn create_in(
-    conn: &mut PgConnection,
-    id: SandboxId,
-    template_sql: &str,
-) -> Result<()> {
+/// The statements that create the schema with the template's tables, leaving the search_path
+/// at its default; to run as one simple-query batch in the caller's transaction. The template
+/// SQL is the operator's, checked at startup; the separators keep a trailing comment or a
+/// missing `;` in it from swallowing the statements around it.
+pub(super) fn create_batch(id: SandboxId, template_sql: &str) -> String {
     let schema = quoted(&id.schema_name());
-    conn.execute(format!("CREATE SCHEMA {schema}; SET LOCAL search_path TO {schema}").as_str())
-        .await?;
-    if !template_sql.trim().is_empty() {
-        conn.execute(template_sql).await.map_err(template_error)?;
-    }
-    conn.execute("SET LOCAL search_path TO DEFAULT").await?;
+    format!(
+        "CREATE SCHEMA {schema};\nSET LOCAL search_path TO {schema};\n{template_sql}\n;\n\
+         SET LOCAL search_path TO DEFAULT"
+    )
+}
+
+/// Runs a batch that contains template SQL; a failure is reported as the template's.
+pub(super) async fn execute_template_batch(conn: &mut PgConnection, batch: &str) -> Result<()> {
+    conn.execute(batch).await.map_err(template_error)?;
     Ok(())
 }
 

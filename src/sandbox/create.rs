@@ -1,0 +1,262 @@
+//! CreateSandbox and EnsureSandbox: validation, request-id idempotency (AIP-155), and
+//! provisioning: the Redis namespace, then the schema and the row in one PostgreSQL transaction
+//! (`store::sandbox_create`). A create that fails midway leaves nothing behind and is recorded
+//! as a sandbox that went FAILED → DESTROYING → DESTROYED with `last_error`.
+
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
+
+use chrono::Utc;
+use sha2::{Digest, Sha256};
+
+use super::{
+    Sandbox, SandboxId, SandboxState,
+    manager::{SandboxManager, SandboxSelector, run_to_completion},
+};
+use crate::{
+    auth::Principal,
+    error::{Error, Result},
+    store::sandbox_create::{CreateOutcome, NewSandbox},
+    template::Template,
+};
+
+/// Shortest TTL a caller may ask for.
+pub const MIN_TTL: Duration = Duration::from_secs(60);
+/// How long a duplicate create (same request id) waits for the first one to settle.
+const DUPLICATE_WAIT: Duration = Duration::from_secs(30);
+const DUPLICATE_POLL: Duration = Duration::from_millis(50);
+
+/// A validated create request.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CreateSpec {
+    pub template: String,
+    pub name: Option<String>,
+    pub labels: BTreeMap<String, String>,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub ttl: Option<Duration>,
+    pub request_id: Option<String>,
+}
+
+impl SandboxManager {
+    /// Creates a sandbox and returns it RUNNING. A failure while provisioning leaves nothing
+    /// behind: the sandbox goes FAILED → DESTROYING → DESTROYED with `last_error`.
+    #[tracing::instrument(name = "sandbox.create", skip_all, fields(tenant = %principal.tenant, template = %spec.template))]
+    pub async fn create(&self, principal: &Principal, spec: CreateSpec) -> Result<Sandbox> {
+        principal.require_manager()?;
+        let template = self
+            .templates
+            .get(&spec.template)
+            .ok_or_else(|| Error::not_found("template", &spec.template))?;
+        let new = self.new_sandbox(principal, &template, spec)?;
+        if let Some(earlier) = self.answer_for_request_id(principal, &new).await? {
+            return Ok(earlier);
+        }
+        let (manager, actor) = (self.clone(), principal.actor());
+        let provisioning = new.clone();
+        let outcome =
+            run_to_completion(
+                async move { manager.provision(provisioning, template, actor).await },
+            )
+            .await?;
+        match outcome {
+            CreateOutcome::Created(sandbox) => Ok(*sandbox),
+            CreateOutcome::QuotaExceeded => {
+                let limit = self.defaults.max_live_per_owner;
+                Err(Error::QuotaExceeded {
+                    subject: format!("owner:{}", new.owner),
+                    message: format!(
+                        "owner {:?} already has the maximum of {limit} live sandboxes",
+                        new.owner
+                    ),
+                })
+            }
+            // A concurrent duplicate of this request (same request id, so also the same name)
+            // committed first: answer as it was answered.
+            CreateOutcome::NameTaken | CreateOutcome::RequestIdTaken
+                if let Some(earlier) = self.answer_for_request_id(principal, &new).await? =>
+            {
+                Ok(earlier)
+            }
+            CreateOutcome::NameTaken => Err(Error::AlreadyExists {
+                reason: "SANDBOX_NAME_TAKEN",
+                message: format!(
+                    "a live sandbox named {:?} already exists in this tenant",
+                    new.name.unwrap_or_default()
+                ),
+            }),
+            CreateOutcome::RequestIdTaken => Err(Error::Aborted {
+                reason: "CONCURRENT_MODIFICATION",
+                message: "a concurrent create with this request_id changed; retry".into(),
+            }),
+        }
+    }
+
+    /// Get-or-create by name: the caller's live sandbox with `spec.name`, or a new one. Concurrent
+    /// calls with one name yield one sandbox (the live-name unique index decides the race).
+    /// Returns whether this call created it.
+    #[tracing::instrument(name = "sandbox.ensure", skip_all, fields(tenant = %principal.tenant))]
+    pub async fn ensure(&self, principal: &Principal, spec: CreateSpec) -> Result<(Sandbox, bool)> {
+        let name = spec.name.clone().ok_or_else(|| Error::invalid("name", "is required"))?;
+        let mut last_error = None;
+        for _attempt in 0..3 {
+            match self.find(principal, &SandboxSelector::Name(name.clone())).await {
+                Ok(existing) if existing.state.is_live() => {
+                    if existing.template != spec.template {
+                        return Err(Error::FailedPrecondition {
+                            reason: "NAME_BOUND_TO_OTHER_TEMPLATE",
+                            message: format!(
+                                "live sandbox {name:?} was made from template {:?}, not {:?}",
+                                existing.template, spec.template
+                            ),
+                        });
+                    }
+                    let settled = self.wait_until_settled(principal, existing).await?;
+                    return Ok((settled, false));
+                }
+                Ok(_) | Err(Error::NotFound { .. }) => {}
+                Err(error) => return Err(error),
+            }
+            match self.create(principal, spec.clone()).await {
+                Ok(created) => return Ok((created, true)),
+                Err(error @ Error::AlreadyExists { reason: "SANDBOX_NAME_TAKEN", .. }) => {
+                    last_error = Some(error);
+                }
+                Err(error) => return Err(error),
+            }
+        }
+        Err(last_error.unwrap_or_else(|| changed_concurrently_name(&name)))
+    }
+
+    fn new_sandbox(
+        &self,
+        principal: &Principal,
+        template: &Template,
+        spec: CreateSpec,
+    ) -> Result<NewSandbox> {
+        let ttl = spec.ttl.unwrap_or(template.default_ttl);
+        if ttl < MIN_TTL || ttl > template.max_ttl {
+            return Err(Error::invalid(
+                "ttl",
+                format!(
+                    "must be between {} and {} (the template's maximum)",
+                    humantime::format_duration(MIN_TTL),
+                    humantime::format_duration(template.max_ttl)
+                ),
+            ));
+        }
+        let now = Utc::now();
+        let request_fingerprint = fingerprint(&spec, ttl);
+        Ok(NewSandbox {
+            id: SandboxId::new(),
+            tenant: principal.tenant.clone(),
+            owner: principal.subject.clone(),
+            name: spec.name,
+            template: template.name.clone(),
+            labels: spec.labels,
+            metadata: spec.metadata,
+            request_id: spec.request_id,
+            request_fingerprint,
+            created_at: now,
+            expire_at: now + ttl,
+            max_expire_at: now + template.max_ttl,
+        })
+    }
+
+    /// AIP-155: the sandbox an earlier create with this request id made (once it settled), or
+    /// `INVALID_ARGUMENT` when that create was a different request; `None` when the id is new.
+    async fn answer_for_request_id(
+        &self,
+        principal: &Principal,
+        new: &NewSandbox,
+    ) -> Result<Option<Sandbox>> {
+        let Some(request_id) = new.request_id.as_deref() else { return Ok(None) };
+        let Some((earlier, fingerprint)) =
+            self.store.get_sandbox_by_request_id(&new.tenant, request_id).await?
+        else {
+            return Ok(None);
+        };
+        let same_request = earlier.owner == new.owner
+            && fingerprint.as_deref() == Some(new.request_fingerprint.as_str());
+        if !same_request {
+            return Err(Error::invalid(
+                "request_id",
+                "was already used for a different create request",
+            ));
+        }
+        self.wait_until_settled(principal, earlier).await.map(Some)
+    }
+
+    /// Provisions a new sandbox: the Redis namespace marker, then the schema and the row in one
+    /// transaction. A refused create (quota, name, request id) has its marker removed; a failed
+    /// one is recorded and cleaned up.
+    async fn provision(
+        &self,
+        new: NewSandbox,
+        template: Arc<Template>,
+        actor: String,
+    ) -> Result<CreateOutcome> {
+        let quota = self.defaults.max_live_per_owner;
+        let created = async {
+            self.redis.provision(new.id, &new.tenant, &template.name).await?;
+            self.store.create_sandbox(&new, &template.schema_sql, quota, &actor).await
+        }
+        .await;
+        match created {
+            Ok(CreateOutcome::Created(sandbox)) => Ok(CreateOutcome::Created(sandbox)),
+            Ok(refused) => {
+                self.discard_namespace(new.id).await;
+                Ok(refused)
+            }
+            Err(error) => {
+                self.record_failure(&new, &error, &actor).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Records a create that failed (row FAILED with the error) and cleans up after it. When not
+    /// even the record can be written (PostgreSQL down), only the Redis namespace is removed.
+    async fn record_failure(&self, new: &NewSandbox, error: &Error, actor: &str) {
+        let last_error = error.with_cause();
+        match self.store.record_failed_sandbox(new, &last_error, actor).await {
+            Ok(failed) => self.clean_up_failed(failed, actor).await,
+            Err(record_error) => {
+                tracing::warn!(sandbox_id = %new.id, error = %record_error, "the failed create could not be recorded");
+                self.discard_namespace(new.id).await;
+            }
+        }
+    }
+
+    pub(super) async fn wait_until_settled(
+        &self,
+        principal: &Principal,
+        mut sandbox: Sandbox,
+    ) -> Result<Sandbox> {
+        let deadline = tokio::time::Instant::now() + DUPLICATE_WAIT;
+        while matches!(sandbox.state, SandboxState::Pending | SandboxState::Creating)
+            && tokio::time::Instant::now() < deadline
+        {
+            tokio::time::sleep(DUPLICATE_POLL).await;
+            sandbox = self.get(principal, &SandboxSelector::Id(sandbox.id)).await?;
+        }
+        Ok(sandbox)
+    }
+}
+
+fn changed_concurrently_name(name: &str) -> Error {
+    Error::Aborted {
+        reason: "CONCURRENT_MODIFICATION",
+        message: format!("sandbox {name:?} kept changing concurrently; retry"),
+    }
+}
+
+/// Identifies a create request for AIP-155: the same request id must come with the same request.
+fn fingerprint(spec: &CreateSpec, ttl: Duration) -> String {
+    let canonical = serde_json::json!({
+        "template": spec.template,
+        "name": spec.name,
+        "labels": spec.labels,
+        "metadata": spec.metadata,
+        "ttl_seconds": ttl.as_secs(),
+    });
+    hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
+}

@@ -1,0 +1,221 @@
+//! Creating a sandbox in one transaction: first its schema with the template's tables, then,
+//! under the owner's quota lock, the row (born RUNNING) with its audit trail: created,
+//! PENDING → CREATING, CREATING → RUNNING. Nothing of a create that fails or is refused stays
+//! in PostgreSQL; a failure is then recorded on its own as a FAILED row
+//! ([`Store::record_failed_sandbox`]) for the caller to clean up.
+//!
+//! Why this order: the DDL, by far the longest part, holds no lock another create waits for.
+//! The quota lock and the tenant's event-ordering lock are taken by the last two statements
+//! before COMMIT, so creates of one owner serialize only on that short tail. The price is that
+//! a create refused for its name or quota did its DDL for nothing (rolled back).
+//!
+//! Data-only templates provision entirely here. A template whose runtime boots would commit
+//! CREATING with the schema and become RUNNING once booted (not built yet).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use sqlx::{PgConnection, types::Json};
+
+use super::{
+    Store,
+    audit::{self, Events},
+    pg_codes, sandbox_schema,
+    sandbox_transitions::{ensure_allowed, transition_details},
+    sandboxes::{COLUMNS, SandboxRow, live_states},
+};
+use crate::{
+    error::{Error, Result},
+    sandbox::{Sandbox, SandboxId, SandboxState},
+};
+
+/// A sandbox to create.
+#[derive(Debug, Clone)]
+pub struct NewSandbox {
+    pub id: SandboxId,
+    pub tenant: String,
+    pub owner: String,
+    pub name: Option<String>,
+    pub template: String,
+    pub labels: BTreeMap<String, String>,
+    pub metadata: serde_json::Map<String, Value>,
+    pub request_id: Option<String>,
+    /// Identifies the request behind `request_id` (AIP-155: a reused id needs the same request).
+    pub request_fingerprint: String,
+    pub created_at: DateTime<Utc>,
+    pub expire_at: DateTime<Utc>,
+    pub max_expire_at: DateTime<Utc>,
+}
+
+/// How a create ended when it did not fail.
+#[derive(Debug)]
+pub enum CreateOutcome {
+    Created(Box<Sandbox>),
+    /// The owner already holds its maximum of live sandboxes.
+    QuotaExceeded,
+    /// A live sandbox of the tenant has this name.
+    NameTaken,
+    /// Another create of the tenant used this request id and committed first.
+    RequestIdTaken,
+}
+
+/// How the row of a new sandbox is born.
+enum Birth<'a> {
+    /// Provisioned: RUNNING, counted against the owner's quota.
+    Running { live_quota: u32 },
+    /// Provisioning failed: FAILED with the error, counted against nothing.
+    Failed { last_error: &'a str },
+}
+
+impl Store {
+    /// Provisions and inserts a sandbox in one transaction (see the module docs). Refusals are
+    /// outcomes; errors are failures (the template SQL, PostgreSQL itself).
+    #[tracing::instrument(name = "store.sandboxes.create", skip_all, fields(sandbox_id = %new.id))]
+    pub async fn create_sandbox(
+        &self,
+        new: &NewSandbox,
+        template_sql: &str,
+        live_quota: u32,
+        actor: &str,
+    ) -> Result<CreateOutcome> {
+        let mut tx = self.pool().begin().await?;
+        // The owner's quota lock comes right after the DDL, in the same round trip: concurrent
+        // creates of this owner wait only for the insert and the commit.
+        let batch = format!(
+            "{};\nSELECT pg_advisory_xact_lock({})",
+            sandbox_schema::create_batch(new.id, template_sql),
+            owner_quota_lock_key(&new.tenant, &new.owner)
+        );
+        sandbox_schema::execute_template_batch(&mut tx, &batch).await?;
+        let outcome = insert(&mut tx, new, Birth::Running { live_quota }, actor).await?;
+        if let CreateOutcome::Created(_) = outcome {
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Records a create that failed before it committed: a FAILED row with `last_error` and the
+    /// trail created → CREATING → FAILED. It keeps no request id, so a retry with the same id
+    /// creates afresh instead of being answered with the failure.
+    #[tracing::instrument(name = "store.sandboxes.record_failed", skip_all, fields(sandbox_id = %new.id))]
+    pub async fn record_failed_sandbox(
+        &self,
+        new: &NewSandbox,
+        last_error: &str,
+        actor: &str,
+    ) -> Result<Sandbox> {
+        let mut conn = self.pool().acquire().await?;
+        match insert(&mut conn, new, Birth::Failed { last_error }, actor).await? {
+            CreateOutcome::Created(failed) => Ok(*failed),
+            // A FAILED row holds no quota, no live name and no request id.
+            refused => Err(Error::Internal(anyhow::anyhow!(
+                "recording the failed sandbox was refused: {refused:?}"
+            ))),
+        }
+    }
+}
+
+/// Inserts the row with its audit trail in one statement, or says why it was refused. Under the
+/// quota lock, the count sees every committed sandbox of the owner; the row being
+/// inserted is not in it yet, hence `<`.
+async fn insert(
+    conn: &mut PgConnection,
+    new: &NewSandbox,
+    birth: Birth<'_>,
+    actor: &str,
+) -> Result<CreateOutcome> {
+    let (state, live_quota, last_error, request_id) = match birth {
+        Birth::Running { live_quota } => {
+            (SandboxState::Running, Some(i64::from(live_quota)), None, new.request_id.as_deref())
+        }
+        Birth::Failed { last_error } => (SandboxState::Failed, None, Some(last_error), None),
+    };
+    let events = creation_trail(new, state, last_error)?;
+    let sql = format!(
+        "WITH changed AS (
+             INSERT INTO sandboxes (id, tenant, owner, name, template, state, labels, metadata,
+                 request_id, request_fingerprint, last_error, created_at, updated_at, expire_at,
+                 max_expire_at, last_activity_at)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $12
+             WHERE $15::bigint IS NULL
+                OR (SELECT count(*) FROM sandboxes
+                    WHERE tenant = $2 AND owner = $3 AND state = ANY($16)) < $15
+             RETURNING {COLUMNS}
+         ),
+         {}
+         SELECT changed.* FROM changed",
+        audit::recording_ctes("changed", 17)
+    );
+    let query = sqlx::query_as::<_, SandboxRow>(&sql)
+        .bind(new.id.as_uuid())
+        .bind(&new.tenant)
+        .bind(&new.owner)
+        .bind(new.name.as_deref())
+        .bind(&new.template)
+        .bind(state.as_str())
+        .bind(Json(&new.labels))
+        .bind(Json(&new.metadata))
+        .bind(request_id)
+        .bind(request_id.map(|_| new.request_fingerprint.as_str()))
+        .bind(last_error)
+        .bind(new.created_at)
+        .bind(new.expire_at)
+        .bind(new.max_expire_at)
+        .bind(live_quota)
+        .bind(live_states());
+    match events.bind_to(query, actor).fetch_optional(conn).await {
+        Ok(Some(row)) => Ok(CreateOutcome::Created(Box::new(row.into_domain()?.0))),
+        Ok(None) => Ok(CreateOutcome::QuotaExceeded),
+        Err(error) => match pg_codes::unique_violation(&error).as_deref() {
+            Some("sandboxes_live_name_key") => Ok(CreateOutcome::NameTaken),
+            Some("sandboxes_request_id_key") => Ok(CreateOutcome::RequestIdTaken),
+            _ => Err(error.into()),
+        },
+    }
+}
+
+/// The advisory-lock key under which an owner's live sandboxes are counted and added. A number
+/// computed here rather than a hash of text in SQL, so it can sit in a simple-query batch
+/// without any caller-supplied text in it.
+fn owner_quota_lock_key(tenant: &str, owner: &str) -> i64 {
+    let digest = Sha256::new()
+        .chain_update(b"sandboxd.owner_quota\0")
+        .chain_update(tenant.as_bytes())
+        .chain_update(b"\0")
+        .chain_update(owner.as_bytes())
+        .finalize();
+    let mut key = [0u8; 8];
+    key.copy_from_slice(&digest[..8]);
+    i64::from_be_bytes(key)
+}
+
+/// created → PENDING → CREATING → `ended` (RUNNING or FAILED), each step checked against the
+/// transition table.
+fn creation_trail(
+    new: &NewSandbox,
+    ended: SandboxState,
+    last_error: Option<&str>,
+) -> Result<Events<'static>> {
+    use SandboxState::{Creating, Pending};
+    ensure_allowed(Pending, Creating)?;
+    ensure_allowed(Creating, ended)?;
+    let created = json!({
+        "template": new.template,
+        "name": new.name,
+        "expire_time": new.expire_at,
+        "request_id": new.request_id,
+    });
+    let reason = if ended == SandboxState::Running { "provisioned" } else { "provisioning failed" };
+    Ok(Events::new()
+        .push(audit::event::SANDBOX_CREATED, created)
+        .push(
+            audit::event::STATUS_CHANGED,
+            transition_details(Pending, Creating, "provisioning", None),
+        )
+        .push(
+            audit::event::STATUS_CHANGED,
+            transition_details(Creating, ended, reason, last_error),
+        ))
+}
