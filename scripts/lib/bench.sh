@@ -1,5 +1,8 @@
 # Shared by the benchmark scripts: throwaway PostgreSQL/Redis and a release sandboxd on them,
 # stopped by bench_cleanup (install it as the EXIT trap). Needs scripts/lib/deps.sh.
+#
+# BENCH_SERVER_BIN runs another sandboxd binary as the server (e.g. an older build, to compare
+# before and after with the same load generator); default target/release/sandboxd.
 
 bench_workdir=$(mktemp -d)
 bench_pids=()
@@ -42,7 +45,7 @@ bench_start_server() {
   rm -f "$bench_workdir/server.out"
   mkfifo "$bench_workdir/server.out"
   DATABASE_URL="$DATABASE_URL" REDIS_URL="$REDIS_URL" SANDBOXD_DEV_API_KEY="$bench_key" RUST_LOG=warn \
-    "$@" target/release/sandboxd dev --data-dir "$bench_workdir/server" --listen 127.0.0.1:0 \
+    "$@" "${BENCH_SERVER_BIN:-target/release/sandboxd}" dev --data-dir "$bench_workdir/server" --listen 127.0.0.1:0 \
     >"$bench_workdir/server.out" 2>"$bench_workdir/server.err" &
   local pid=$!
   bench_pids+=("$pid")

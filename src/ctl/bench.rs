@@ -39,6 +39,10 @@ pub struct LifecycleArgs {
     /// Unmeasured time before each level (connections, caches, pools warm up), e.g. 2s.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     warmup: Duration,
+    /// With --json: also list every cycle's latencies, so runs can be merged and percentiles
+    /// taken over all of them (scripts/bench-lifecycle does).
+    #[arg(long)]
+    samples: bool,
 }
 
 pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> anyhow::Result<()> {
@@ -101,7 +105,8 @@ async fn lifecycle(client: Client, args: LifecycleArgs, json: bool) -> anyhow::R
         results.push(result);
     }
     if json {
-        let levels: Vec<_> = results.iter().map(level_json).collect();
+        let levels: Vec<_> =
+            results.iter().map(|result| level_json(result, args.samples)).collect();
         let report = json!({
             "benchmark": "lifecycle",
             "template": args.template,
@@ -270,8 +275,8 @@ fn print_row(result: &LevelResult) {
     );
 }
 
-fn level_json(result: &LevelResult) -> serde_json::Value {
-    json!({
+fn level_json(result: &LevelResult, with_samples: bool) -> serde_json::Value {
+    let mut level = json!({
         "concurrency": result.concurrency,
         "cycles": result.cycles,
         "elapsed_seconds": result.elapsed.as_secs_f64(),
@@ -293,7 +298,16 @@ fn level_json(result: &LevelResult) -> serde_json::Value {
         },
         "errors": result.errors,
         "first_errors": result.first_error,
-    })
+    });
+    if with_samples {
+        let in_ms = |values: &[Duration]| values.iter().copied().map(millis).collect::<Vec<_>>();
+        level["samples_ms"] = json!({
+            "total": in_ms(&result.total),
+            "create": in_ms(&result.create),
+            "destroy": in_ms(&result.destroy),
+        });
+    }
+    level
 }
 
 #[cfg(test)]

@@ -86,28 +86,25 @@ impl RedisNamespace {
 
     /// Runs `work` on a pooled connection, within the command timeout (per SCAN batch, for a
     /// purge). A connection whose work failed in a way that may have broken it, or did not
-    /// answer in time, is discarded instead of going back to the pool.
+    /// answer in time, is discarded instead of going back to the pool, and so are the idle
+    /// ones: they were connected to the same server and are likely broken too, and the pool
+    /// hands out recently used connections without a ping.
     async fn on_connection<T>(
         &self,
         work: impl AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>,
     ) -> Result<T> {
         let mut conn = self.pool.get().await?;
-        match tokio::time::timeout(self.timeout, work(&mut conn)).await {
-            Ok(Ok(value)) => Ok(value),
-            Ok(Err(error)) => {
-                if may_have_broken(&error) {
-                    drop(PooledRedis::take(conn));
-                }
-                Err(error.into())
-            }
+        let error = match tokio::time::timeout(self.timeout, work(&mut conn)).await {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) if !may_have_broken(&error) => return Err(error.into()),
+            Ok(Err(error)) => error.into(),
             Err(_elapsed) => {
-                drop(PooledRedis::take(conn));
-                Err(Error::unavailable(
-                    "redis",
-                    anyhow::anyhow!("no answer within {:?}", self.timeout),
-                ))
+                Error::unavailable("redis", anyhow::anyhow!("no answer within {:?}", self.timeout))
             }
-        }
+        };
+        drop(PooledRedis::take(conn));
+        self.pool.retain(|_, _| false);
+        Err(error)
     }
 }
 
