@@ -44,20 +44,15 @@ async fn schema_exists(pg: &sqlx::PgPool, id: uuid::Uuid) -> bool {
         .unwrap()
 }
 
-/// Polls the database until a sandbox reaches DESTROYED (the background cleanup's work).
+/// Waits until a sandbox is DESTROYED (the background cleanup's work); its id and last error.
 async fn wait_for_destroyed(pg: &sqlx::PgPool) -> (uuid::Uuid, Option<String>) {
-    for _ in 0..300 {
-        let row: Option<(uuid::Uuid, Option<String>)> =
-            sqlx::query_as("SELECT id, last_error FROM sandboxes WHERE state = 'DESTROYED'")
-                .fetch_optional(pg)
-                .await
-                .unwrap();
-        if let Some(row) = row {
-            return row;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("no sandbox reached DESTROYED within 15 s");
+    let id = common::wait_for_state(pg, "DESTROYED").await;
+    let last_error = sqlx::query_scalar("SELECT last_error FROM sandboxes WHERE id = $1")
+        .bind(id)
+        .fetch_one(pg)
+        .await
+        .unwrap();
+    (id, last_error)
 }
 
 #[tokio::test]

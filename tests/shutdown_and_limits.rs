@@ -27,23 +27,6 @@ fn templates_with_slow_one() -> tempfile::TempDir {
     dir
 }
 
-async fn wait_for_state(pool: &sqlx::PgPool, state: &str) -> uuid::Uuid {
-    // Polls the database the server writes to: the condition itself, not a fixed sleep.
-    for _ in 0..600 {
-        let found: Option<uuid::Uuid> =
-            sqlx::query_scalar("SELECT id FROM sandboxes WHERE state = $1")
-                .bind(state)
-                .fetch_optional(pool)
-                .await
-                .unwrap();
-        if let Some(id) = found {
-            return id;
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    panic!("no sandbox reached {state}");
-}
-
 /// Waits until the server is inside the `slow` template's SQL: a create is in flight. Creation
 /// commits nothing until it is done, so the running statement is what can be seen of it.
 async fn wait_for_slow_template_sql(pool: &sqlx::PgPool) {
@@ -120,7 +103,7 @@ async fn a_client_deadline_is_honoured_and_the_sandbox_still_finishes_provisioni
 
     // The work continued server-side: the sandbox ends RUNNING, not stuck in CREATING.
     let pg = app.pg().await;
-    wait_for_state(&pg, "RUNNING").await;
+    common::wait_for_state(&pg, "RUNNING").await;
 }
 
 #[tokio::test]

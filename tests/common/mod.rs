@@ -307,6 +307,24 @@ pub fn destroy_request(id: &str) -> sandboxd::proto::DestroySandboxRequest {
 }
 
 /// The states a sandbox moved to, in order, from its audit trail.
+/// Polls the test database until some sandbox is in `state` (15 s at most, then the test fails):
+/// waits on the condition itself, never a fixed sleep.
+pub async fn wait_for_state(pool: &PgPool, state: &str) -> uuid::Uuid {
+    for _ in 0..1500 {
+        let found: Option<uuid::Uuid> =
+            sqlx::query_scalar("SELECT id FROM sandboxes WHERE state = $1")
+                .bind(state)
+                .fetch_optional(pool)
+                .await
+                .unwrap();
+        if let Some(id) = found {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("no sandbox reached {state}");
+}
+
 pub async fn audited_states(pool: &PgPool, id: uuid::Uuid) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT details->>'to' FROM audit_events WHERE sandbox_id = $1 AND details ? 'to' ORDER BY id",
