@@ -8,7 +8,7 @@ use tonic::{Request, Response, Status};
 use super::{ResponseStream, convert, requests};
 use crate::{
     app::App,
-    error::{Error, FieldViolation},
+    error::Error,
     proto,
     proto::guild_routing_server::GuildRouting,
     routing::{GuildId, service::MAX_RESOLVE_BATCH},
@@ -38,19 +38,7 @@ impl GuildRouting for GuildRoutingApi {
         request: Request<proto::RegisterGuildRequest>,
     ) -> Reply<proto::GuildRoute> {
         let principal = self.app.principal(&request).await?;
-        let request = request.into_inner();
-        let guild = GuildId::parse("guild_id", &request.guild_id);
-        let sandbox = requests::sandbox_id(&request.sandbox_id);
-        let (guild, sandbox) = match (guild, sandbox) {
-            (Ok(guild), Ok(sandbox)) => (guild, sandbox),
-            (guild, sandbox) => {
-                let mut violations: Vec<FieldViolation> = guild.err().into_iter().collect();
-                if let Err(Error::InvalidArgument(found)) = sandbox {
-                    violations.extend(found);
-                }
-                return Err(Error::InvalidArgument(violations).into());
-            }
-        };
+        let (guild, sandbox) = requests::guild_registration(request.get_ref())?;
         let route = self.app.routing.register(&principal, guild, sandbox).await?;
         Ok(Response::new(convert::guild_route(route)))
     }

@@ -6,6 +6,7 @@ use super::convert::{self, positive_duration, struct_to_json, violations_to_resu
 use crate::{
     error::{Error, FieldViolation, Result},
     proto,
+    routing::GuildId,
     sandbox::{
         CreateSpec, SandboxId, SandboxSelector, extend::ExtendBy, page_token, validate,
         watch::WatchSpec,
@@ -91,6 +92,19 @@ pub fn destroy(request: proto::DestroySandboxRequest) -> Result<DestroyRequest> 
             violations_to_result(DestroyRequest { id, reason: request.reason, etag }, violations)
         }
         None => Err(Error::InvalidArgument(violations)),
+    }
+}
+
+/// A RegisterGuild request: the guild and the sandbox to route it to, both named when bad.
+pub fn guild_registration(request: &proto::RegisterGuildRequest) -> Result<(GuildId, SandboxId)> {
+    let mut violations = Vec::new();
+    let guild = GuildId::parse("guild_id", &request.guild_id)
+        .map_err(|violation| violations.push(violation))
+        .ok();
+    let sandbox = collect(sandbox_id(&request.sandbox_id), &mut violations);
+    match (guild, sandbox) {
+        (Some(guild), Some(sandbox)) => violations_to_result((guild, sandbox), violations),
+        _ => Err(Error::InvalidArgument(violations)),
     }
 }
 
