@@ -226,7 +226,7 @@ impl SandboxManager {
         }
     }
 
-    pub(super) async fn wait_until_settled(
+    async fn wait_until_settled(
         &self,
         principal: &Principal,
         mut sandbox: Sandbox,
