@@ -14,6 +14,7 @@ use crate::{
     error::{Error, Result},
     events::EventHub,
     isolation::{RedisNamespace, redis_pool},
+    reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     sandbox::SandboxManager,
     store::Store,
@@ -41,7 +42,7 @@ impl App {
             Arc::new(TemplateCatalog::load_dir(&config.templates.dir, &config.sandbox)?);
         let store = Store::connect_lazy(&config.database)?;
         let redis_pool = redis_pool::build_pool(&config.redis)?;
-        let redis = RedisNamespace::new(redis_pool, config.redis.timeout);
+        let redis = RedisNamespace::new(redis_pool, config.redis.timeout, &config.redis.key_prefix);
         let auth = Authenticator::new(store.clone(), config.auth.mode, config.auth.key_cache_ttl);
         let shutdown = CancellationToken::new();
         let events = EventHub::default();
@@ -56,6 +57,8 @@ impl App {
             events: events.clone(),
             shutdown: shutdown.clone(),
             tasks: TaskTracker::new(),
+            replica: Replica::default(),
+            pool_wakeup: Arc::default(),
             routes: routes.clone(),
         };
         let routing = RoutingService::new(

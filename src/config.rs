@@ -21,6 +21,7 @@ pub struct Config {
     pub auth: AuthConfig,
     pub sandbox: SandboxDefaults,
     pub routing: RoutingConfig,
+    pub reconcile: ReconcileConfig,
     pub templates: TemplatesConfig,
     pub telemetry: TelemetryConfig,
 }
@@ -207,6 +208,54 @@ impl Default for RoutingConfig {
     }
 }
 
+/// The reconciler, which runs in every replica: expiry, idle and boot timeouts, finishing work a
+/// crashed or failed worker left behind, orphan removal, log retention and warm-pool refill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReconcileConfig {
+    pub enabled: bool,
+    /// How often each pass runs. A sandbox is destroyed within about one interval of its expiry.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Sandboxes handled per pass and kind of work.
+    pub batch_size: u32,
+    /// Schemas and Redis keys of unknown or destroyed sandboxes are removed once their sandbox
+    /// id is older than this, so an in-flight create is never touched. Keep it above the longest
+    /// boot timeout.
+    #[serde(with = "humantime_serde")]
+    pub orphan_grace: Duration,
+    /// How often the orphan sweep runs (it lists every schema and scans Redis for sandbox keys).
+    #[serde(with = "humantime_serde")]
+    pub orphan_interval: Duration,
+    /// Audit events and route changes (the logs behind watch resume tokens) older than this are
+    /// deleted; resuming from a deleted position answers OUT_OF_RANGE.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// Keep pooled templates' pools at `min_ready`. Off: pools are only drained (claims and
+    /// releases still work).
+    pub pool_refill: bool,
+    /// Pool members provisioned at once per replica; cold creates are never queued behind more.
+    pub refill_concurrency: usize,
+}
+
+impl Default for ReconcileConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(1),
+            batch_size: 100,
+            orphan_grace: Duration::from_secs(10 * 60),
+            orphan_interval: Duration::from_secs(60),
+            retention: Duration::from_secs(7 * 24 * 3600),
+            retention_interval: Duration::from_secs(10 * 60),
+            pool_refill: true,
+            refill_concurrency: 2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct TemplatesConfig {
@@ -287,6 +336,8 @@ impl Config {
             ),
             ("sandbox.max_live_per_owner", self.sandbox.max_live_per_owner as usize),
             ("routing.max_guilds_per_sandbox", self.routing.max_guilds_per_sandbox as usize),
+            ("reconcile.batch_size", self.reconcile.batch_size as usize),
+            ("reconcile.refill_concurrency", self.reconcile.refill_concurrency),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -302,6 +353,12 @@ impl Config {
             ("server.shutdown_grace", self.server.shutdown_grace),
             ("sandbox.activity_flush_interval", self.sandbox.activity_flush_interval),
             ("routing.sync_interval", self.routing.sync_interval),
+            ("reconcile.interval", self.reconcile.interval),
+            ("reconcile.orphan_interval", self.reconcile.orphan_interval),
+            ("reconcile.retention", self.reconcile.retention),
+            ("reconcile.retention_interval", self.reconcile.retention_interval),
+            ("sandbox.idle_timeout", self.sandbox.idle_timeout),
+            ("sandbox.boot_timeout", self.sandbox.boot_timeout),
         ];
         for (name, value) in timeouts {
             if value.is_zero() {

@@ -50,6 +50,9 @@ pub enum Error {
     /// A concurrent change won (compare-and-set or lock contention); the caller may retry.
     #[error("{message}")]
     Aborted { reason: &'static str, message: String },
+    /// A position (e.g. a resume token) outside what is still retained.
+    #[error("{message}")]
+    OutOfRange { reason: &'static str, message: String },
     /// No valid credentials.
     #[error("{0}")]
     Unauthenticated(&'static str),
@@ -59,6 +62,13 @@ pub enum Error {
     /// A dependency (PostgreSQL, Redis, object store) is not answering; retryable.
     #[error("{dependency} unavailable")]
     Unavailable {
+        dependency: &'static str,
+        #[source]
+        source: anyhow::Error,
+    },
+    /// A dependency did not finish in time (e.g. PostgreSQL's `statement_timeout`).
+    #[error("{dependency} did not answer in time")]
+    DeadlineExceeded {
         dependency: &'static str,
         #[source]
         source: anyhow::Error,
@@ -131,6 +141,7 @@ impl Error {
                 with_info(Code::FailedPrecondition, message, reason)
             }
             Error::Aborted { reason, .. } => with_info(Code::Aborted, message, reason),
+            Error::OutOfRange { reason, .. } => with_info(Code::OutOfRange, message, reason),
             Error::Unauthenticated(_) => {
                 with_info(Code::Unauthenticated, message, "UNAUTHENTICATED")
             }
@@ -142,6 +153,12 @@ impl Error {
                 let metadata = HashMap::from([("dependency".into(), dependency.into())]);
                 let details = error_info("DEPENDENCY_UNAVAILABLE", metadata);
                 Status::with_error_details(Code::Unavailable, message, details)
+            }
+            Error::DeadlineExceeded { dependency, source } => {
+                tracing::warn!(dependency, error = format!("{source:#}"), "dependency timed out");
+                let metadata = HashMap::from([("dependency".into(), dependency.into())]);
+                let details = error_info("DEPENDENCY_TIMEOUT", metadata);
+                Status::with_error_details(Code::DeadlineExceeded, message, details)
             }
             Error::NotReady(_) => with_info(Code::Unavailable, message, "NOT_READY"),
             Error::Unimplemented(capability) => {
@@ -179,14 +196,33 @@ impl From<Error> for Status {
 }
 
 impl From<sqlx::Error> for Error {
+    /// Each database condition a caller can act on gets its own code; only the truly unknown is
+    /// internal.
     fn from(error: sqlx::Error) -> Self {
-        match error {
+        use crate::store::pg_codes::{Condition, condition};
+        match &error {
             sqlx::Error::Io(_)
             | sqlx::Error::Tls(_)
             | sqlx::Error::PoolTimedOut
             | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed => Error::unavailable("postgres", error),
-            other => Error::Internal(anyhow::Error::new(other).context("postgres query failed")),
+            | sqlx::Error::WorkerCrashed => return Error::unavailable("postgres", error),
+            sqlx::Error::Protocol(_) => return Error::unavailable("postgres", error),
+            _ => {}
+        }
+        let code = error.as_database_error().and_then(|db| db.code()).map(|c| c.into_owned());
+        match code.as_deref().map(condition) {
+            Some(Condition::Contention) => Error::Aborted {
+                reason: "CONCURRENT_MODIFICATION",
+                message: "a concurrent change in the database won; retry".into(),
+            },
+            Some(Condition::Timeout) => Error::DeadlineExceeded {
+                dependency: "postgres",
+                source: anyhow::Error::new(error),
+            },
+            Some(Condition::Unavailable) => Error::unavailable("postgres", error),
+            Some(Condition::Other) | None => {
+                Error::Internal(anyhow::Error::new(error).context("postgres query failed"))
+            }
         }
     }
 }

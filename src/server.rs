@@ -17,6 +17,7 @@ use crate::{
         self, guild_routing_server::GuildRoutingServer,
         sandbox_control_server::SandboxControlServer, sync_service_server::SyncServiceServer,
     },
+    reconcile::Reconciler,
     store::routes::ROUTES_CHANNEL,
 };
 
@@ -32,8 +33,14 @@ pub struct RunningServer {
     grace: Duration,
     serve: JoinHandle<anyhow::Result<()>>,
     readiness: JoinHandle<anyhow::Result<()>>,
-    /// Background loops (LISTEN fan-out, activity flush); they stop on the shutdown token.
+    /// Background loops (LISTEN fan-out, route sync, the reconciler); they stop on the shutdown
+    /// token.
     background: Vec<JoinHandle<()>>,
+    /// Loops that must outlive every RPC and lifecycle task (the activity flush, whose last
+    /// flush writes the drained RPCs' touches, and this replica's liveness lock, which marks
+    /// their work as in progress); they stop on `stopped`, after everything else.
+    last_to_stop: Vec<JoinHandle<()>>,
+    stopped: CancellationToken,
 }
 
 impl RunningServer {
@@ -45,7 +52,17 @@ impl RunningServer {
     /// Waits until the server stops (after the token is cancelled, or on a fatal error), giving
     /// in-flight RPCs up to the configured grace period to finish.
     pub async fn wait(self) -> anyhow::Result<()> {
-        let RunningServer { shutdown, grace, mut serve, readiness, app, background, .. } = self;
+        let RunningServer {
+            shutdown,
+            grace,
+            mut serve,
+            readiness,
+            app,
+            background,
+            last_to_stop,
+            stopped,
+            ..
+        } = self;
         let result = tokio::select! {
             result = &mut serve => result,
             () = shutdown.cancelled() => {
@@ -67,6 +84,12 @@ impl RunningServer {
         }
         let startup = readiness.await.context("readiness task panicked")?;
         for task in background {
+            if let Err(error) = task.await {
+                tracing::error!(%error, "background task panicked");
+            }
+        }
+        stopped.cancel();
+        for task in last_to_stop {
             if let Err(error) = task.await {
                 tracing::error!(%error, "background task panicked");
             }
@@ -112,10 +135,34 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
                 table.run_sync(app.store.clone(), app.events.clone(), interval, shutdown).await
             }
         }),
+    ];
+    let mut background = background;
+    if app.config.reconcile.enabled {
+        let reconciler = Arc::new(Reconciler::new(
+            app.sandboxes.clone(),
+            app.config.reconcile.clone(),
+            app.config.sandbox.activity_flush_interval,
+        ));
+        background.push(tokio::spawn({
+            let (reconciler, shutdown) = (reconciler.clone(), shutdown.clone());
+            async move { reconciler.run(shutdown).await }
+        }));
+        background.push(tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { reconciler.run_pools(shutdown).await }
+        }));
+    }
+    let stopped = CancellationToken::new();
+    let last_to_stop = vec![
         tokio::spawn({
-            let (app, shutdown) = (app.clone(), shutdown.clone());
+            let (app, stopped) = (app.clone(), stopped.clone());
             let interval = app.config.sandbox.activity_flush_interval;
-            async move { app.sandboxes.activity().run(app.store.clone(), interval, shutdown).await }
+            async move { app.sandboxes.activity().run(app.store.clone(), interval, stopped).await }
+        }),
+        tokio::spawn({
+            let (app, stopped) = (app.clone(), stopped.clone());
+            let every = app.config.server.readiness_interval;
+            async move { app.sandboxes.replica().run(app.store.clone(), every, stopped).await }
         }),
     ];
 
@@ -172,7 +219,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             .context("gRPC server failed")
     });
     tracing::info!(%local_addr, "sandboxd listening");
-    Ok(RunningServer { local_addr, app, shutdown, grace, serve, readiness, background })
+    Ok(RunningServer {
+        local_addr,
+        app,
+        shutdown,
+        grace,
+        serve,
+        readiness,
+        background,
+        last_to_stop,
+        stopped,
+    })
 }
 
 pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {

@@ -72,6 +72,10 @@ struct TemplateFile {
     default_ttl: Option<Duration>,
     #[serde(default, with = "humantime_serde")]
     max_ttl: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    idle_timeout: Option<Duration>,
+    #[serde(default, with = "humantime_serde")]
+    boot_timeout: Option<Duration>,
     #[serde(default)]
     schema_sql: String,
     #[serde(default)]
@@ -88,6 +92,10 @@ pub struct Template {
     pub runtime: RuntimeKind,
     pub default_ttl: Duration,
     pub max_ttl: Duration,
+    /// A RUNNING sandbox with no activity for this long is destroyed (`idle_timeout`).
+    pub idle_timeout: Duration,
+    /// A sandbox still PENDING or CREATING after this long is failed (`boot_timeout`).
+    pub boot_timeout: Duration,
     pub schema_sql: String,
     pub pool: PoolSettings,
     pub hooks: BTreeMap<String, String>,
@@ -163,6 +171,11 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
     if default_ttl.is_zero() {
         bail!("default_ttl must be greater than 0");
     }
+    if file.idle_timeout.is_some_and(|t| t.is_zero())
+        || file.boot_timeout.is_some_and(|t| t.is_zero())
+    {
+        bail!("idle_timeout and boot_timeout must be greater than 0");
+    }
     if file.pool.enabled && (file.pool.max_size == 0 || file.pool.min_ready > file.pool.max_size) {
         bail!("pool needs 0 < max_size and min_ready <= max_size");
     }
@@ -172,6 +185,8 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
         runtime: file.runtime,
         default_ttl,
         max_ttl,
+        idle_timeout: file.idle_timeout.unwrap_or(defaults.idle_timeout),
+        boot_timeout: file.boot_timeout.unwrap_or(defaults.boot_timeout),
         schema_sql: file.schema_sql,
         pool: file.pool,
         hooks: file.hooks,

@@ -9,6 +9,7 @@ use serde_json::{Map, Number, Value as Json};
 
 use crate::{
     error::{Error, FieldViolation},
+    pool::PoolStatus,
     proto,
     routing::{ResolvedRoute, service::WatchItem},
     sandbox::{
@@ -77,6 +78,7 @@ pub fn sandbox(sandbox: Sandbox, object_bucket: &str) -> proto::Sandbox {
         expire_time: Some(timestamp(sandbox.expire_at)),
         last_activity_time: Some(timestamp(sandbox.last_activity_at)),
         destroy_time: sandbox.destroyed_at.map(timestamp),
+        from_pool: sandbox.from_pool,
         last_error: sandbox.last_error.unwrap_or_default(),
         destroy_reason: sandbox.destroy_reason.unwrap_or_default(),
         resources: Some(resources),
@@ -246,7 +248,10 @@ pub fn watch_event(
         _ => (proto::SandboxEventType::StateChanged, state_in("from")),
     };
     match event.event_type.as_str() {
-        audit_event::SANDBOX_CREATED => current.state = SandboxState::Pending,
+        // The state the sandbox was born in (events written before that was recorded: PENDING).
+        audit_event::SANDBOX_CREATED => {
+            current.state = state_in("to").unwrap_or(SandboxState::Pending);
+        }
         audit_event::TTL_EXTENDED => {}
         _ => current.state = state_in("to").unwrap_or(current.state),
     }
@@ -259,6 +264,25 @@ pub fn watch_event(
         }),
         resume_token: encode_resume_token(SANDBOX_EVENTS_STREAM, event.id),
     }
+}
+
+pub fn pool_status(status: PoolStatus) -> proto::PoolStatus {
+    let pool = &status.template.pool;
+    proto::PoolStatus {
+        template: status.template.name.clone(),
+        enabled: pool.enabled,
+        min_ready: saturating_i32(pool.min_ready),
+        max_size: saturating_i32(pool.max_size),
+        ready_count: saturating_i32(status.ready),
+        in_use_count: saturating_i32(status.in_use),
+        hits: status.hits,
+        misses: status.misses,
+        reuse_rate: status.reuse_rate(),
+    }
+}
+
+fn saturating_i32(value: impl TryInto<i32>) -> i32 {
+    value.try_into().unwrap_or(i32::MAX)
 }
 
 pub fn guild_route(route: RouteRecord) -> proto::GuildRoute {

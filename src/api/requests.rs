@@ -70,6 +70,29 @@ pub fn selector(request: proto::GetSandboxRequest) -> Result<SandboxSelector> {
     }
 }
 
+/// A parsed ReleaseSandbox request.
+pub struct ReleaseRequest {
+    pub id: SandboxId,
+    pub etag: Option<String>,
+}
+
+pub fn release(request: proto::ReleaseSandboxRequest) -> Result<ReleaseRequest> {
+    let id = sandbox_id(&request.sandbox_id)?;
+    let etag = (!request.etag.is_empty()).then_some(request.etag);
+    Ok(ReleaseRequest { id, etag })
+}
+
+/// An optional template name (empty means every template).
+pub fn optional_template(value: &str) -> Result<Option<String>> {
+    if value.is_empty() {
+        return Ok(None);
+    }
+    match validate::check_name("template", value) {
+        Some(violation) => Err(Error::InvalidArgument(vec![violation])),
+        None => Ok(Some(value.to_string())),
+    }
+}
+
 /// A parsed DestroySandbox request.
 pub struct DestroyRequest {
     pub id: SandboxId,

@@ -114,7 +114,11 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::ReleaseSandboxRequest>,
     ) -> Reply<proto::Sandbox> {
-        unimplemented(&self.app, &request, "ReleaseSandbox (warm pools)").await
+        let principal = self.app.principal(&request).await?;
+        let release = requests::release(request.into_inner())?;
+        let sandbox =
+            self.app.sandboxes.release(&principal, release.id, release.etag.as_deref()).await?;
+        Ok(Response::new(self.encode(sandbox)))
     }
 
     async fn get_sandbox_health(
@@ -231,6 +235,11 @@ impl SandboxControl for SandboxControlApi {
         &self,
         request: Request<proto::GetPoolStatusRequest>,
     ) -> Reply<proto::GetPoolStatusResponse> {
-        unimplemented(&self.app, &request, "GetPoolStatus (warm pools)").await
+        let principal = self.app.principal(&request).await?;
+        let template = requests::optional_template(&request.get_ref().template)?;
+        let pools = self.app.sandboxes.pool_status(&principal, template.as_deref()).await?;
+        Ok(Response::new(proto::GetPoolStatusResponse {
+            pools: pools.into_iter().map(convert::pool_status).collect(),
+        }))
     }
 }

@@ -21,11 +21,14 @@ const SCAN_BATCH: usize = 500;
 pub struct RedisNamespace {
     pool: RedisPool,
     timeout: Duration,
+    /// Names this deployment in every namespace marker (sandboxd's own key prefix), so the
+    /// orphan sweep touches only namespaces it made when several deployments share a Redis.
+    deployment: String,
 }
 
 impl RedisNamespace {
-    pub fn new(pool: RedisPool, timeout: Duration) -> Self {
-        Self { pool, timeout }
+    pub fn new(pool: RedisPool, timeout: Duration, deployment: &str) -> Self {
+        Self { pool, timeout, deployment: deployment.to_string() }
     }
 
     pub fn marker_key(id: SandboxId) -> String {
@@ -39,6 +42,7 @@ impl RedisNamespace {
             ("sandbox_id", id.to_string()),
             ("tenant", tenant.into()),
             ("template", template.into()),
+            ("deployment", self.deployment.clone()),
         ];
         self.on_connection(async |conn| conn.hset_multiple(Self::marker_key(id), &fields).await)
             .await
@@ -134,4 +138,49 @@ impl RedisNamespace {
         }
         Ok(marker_present)
     }
+}
+
+/// A batch of the keyspace scan behind the orphan sweep.
+pub struct ScanBatch {
+    pub next_cursor: u64,
+    /// Sandbox ids that have keys in this batch (each once).
+    pub ids: Vec<uuid::Uuid>,
+}
+
+impl RedisNamespace {
+    /// One SCAN step over every sandbox key (`sandbox:{*`), reporting which sandboxes have keys.
+    /// The sweep's cost grows with the whole keyspace; it runs once per orphan interval.
+    pub async fn scan_sandbox_ids(&self, cursor: u64, count: usize) -> Result<ScanBatch> {
+        let (next_cursor, keys): (u64, Vec<String>) = self
+            .on_connection(async |conn| {
+                redis::cmd("SCAN")
+                    .arg(cursor)
+                    .arg("MATCH")
+                    .arg("sandbox:{*")
+                    .arg("COUNT")
+                    .arg(count)
+                    .query_async(conn)
+                    .await
+            })
+            .await?;
+        let mut ids: Vec<uuid::Uuid> = keys.iter().filter_map(|key| sandbox_id_of(key)).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        Ok(ScanBatch { next_cursor, ids })
+    }
+
+    /// Whether the namespace marker of `id` says this deployment made it.
+    pub async fn is_ours(&self, id: SandboxId) -> Result<bool> {
+        let deployment: Option<String> = self
+            .on_connection(async |conn| conn.hget(Self::marker_key(id), "deployment").await)
+            .await?;
+        Ok(deployment.as_deref() == Some(self.deployment.as_str()))
+    }
+}
+
+/// The sandbox id in a key `sandbox:{<uuid>}:…`.
+fn sandbox_id_of(key: &str) -> Option<uuid::Uuid> {
+    let rest = key.strip_prefix("sandbox:{")?;
+    let (id, _) = rest.split_once("}:")?;
+    (id.len() == 36).then(|| uuid::Uuid::try_parse(id).ok()).flatten()
 }

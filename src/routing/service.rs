@@ -13,6 +13,7 @@ use crate::{
     sandbox::{SandboxId, SandboxManager, SandboxSelector, listing::Page, page_token},
     store::{
         Store,
+        reconcile::PrunedLog,
         routes::{ROUTES_CHANNEL, RouteChange, RouteRecord},
     },
 };
@@ -158,7 +159,10 @@ impl RoutingService {
         let mut notifications = self.events.subscribe();
         let tenant = visible_tenant(&principal).map(str::to_string);
         let snapshot = match resume_after {
-            Some(_) => None,
+            Some(after) => {
+                self.store.check_resumable(PrunedLog::RouteChanges, after).await?;
+                None
+            }
             None => Some(self.store.route_snapshot(tenant.as_deref()).await?),
         };
         let store = self.store.clone();

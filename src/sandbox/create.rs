@@ -10,7 +10,7 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Sandbox, SandboxId, SandboxState,
-    manager::{SandboxManager, SandboxSelector, run_to_completion},
+    manager::{SandboxManager, SandboxSelector},
 };
 use crate::{
     auth::Principal,
@@ -52,8 +52,8 @@ impl SandboxManager {
         }
         let (manager, actor) = (self.clone(), principal.actor());
         let provisioning = new.clone();
-        let outcome =
-            run_to_completion(
+        let outcome = self
+            .run_to_completion(
                 async move { manager.provision(provisioning, template, actor).await },
             )
             .await?;
@@ -185,9 +185,10 @@ impl SandboxManager {
         self.wait_until_settled(principal, earlier).await.map(Some)
     }
 
-    /// Provisions a new sandbox: the Redis namespace marker, then the schema and the row in one
-    /// transaction. A refused create (quota, name, request id) has its marker removed; a failed
-    /// one is recorded and cleaned up.
+    /// Claims a ready warm-pool member when the template has a pool and one is ready;
+    /// otherwise provisions a new sandbox: the Redis namespace marker, then the schema and the
+    /// row in one transaction. A refused create (quota, name, request id) has its marker
+    /// removed; a failed one is recorded and cleaned up.
     async fn provision(
         &self,
         new: NewSandbox,
@@ -195,9 +196,16 @@ impl SandboxManager {
         actor: String,
     ) -> Result<CreateOutcome> {
         let quota = self.defaults.max_live_per_owner;
+        let pooled = template.pool.enabled;
+        if pooled && let Some(claimed) = self.store.claim_pool_member(&new, quota, &actor).await? {
+            if let CreateOutcome::Created(_) = claimed {
+                self.pool_wakeup.notify_one();
+            }
+            return Ok(claimed);
+        }
         let created = async {
             self.redis.provision(new.id, &new.tenant, &template.name).await?;
-            self.store.create_sandbox(&new, &template.schema_sql, quota, &actor).await
+            self.store.create_sandbox(&new, &template.schema_sql, quota, pooled, &actor).await
         }
         .await;
         match created {
@@ -215,10 +223,11 @@ impl SandboxManager {
 
     /// Records a create that failed (row FAILED with the error) and cleans up after it. When not
     /// even the record can be written (PostgreSQL down), only the Redis namespace is removed.
-    async fn record_failure(&self, new: &NewSandbox, error: &Error, actor: &str) {
+    pub(crate) async fn record_failure(&self, new: &NewSandbox, error: &Error, actor: &str) {
         let last_error = error.with_cause();
-        match self.store.record_failed_sandbox(new, &last_error, actor).await {
-            Ok(failed) => self.clean_up_failed(failed, actor).await,
+        let worker = self.replica.worker();
+        match self.store.record_failed_sandbox(new, &last_error, worker, actor).await {
+            Ok(failed) => self.clean_up_failed(failed).await,
             Err(record_error) => {
                 tracing::warn!(sandbox_id = %new.id, error = %record_error, "the failed create could not be recorded");
                 self.discard_namespace(new.id).await;

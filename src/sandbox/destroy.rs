@@ -1,17 +1,21 @@
-//! DestroySandbox and cleanup, in one transaction: the sandbox row is locked, its Redis keys are
-//! unlinked, and then DROP SCHEMA commits together with → DESTROYING → DESTROYED, both audited.
-//! When the Redis keys cannot be removed (Redis down), only → DESTROYING is committed, so the
-//! sandbox shows that its destruction started and the next destroy finishes it.
+//! DestroySandbox and every other teardown (failed creates, the reconciler), in three steps so
+//! that a crash at any point leaves a sandbox the reconciler can finish, never a live sandbox
+//! with missing data:
 //!
-//! The keys go before the commit so that DESTROYED always means gone: a crash in between leaves
-//! the sandbox in its previous state without (some of) its keys, and destroying it again (the
-//! caller saw no answer) completes the job.
-
-use std::time::Duration;
+//! 1. **Intent**: the row is locked and moved to DESTROYING (routes removed, audited, this
+//!    replica recorded as its worker), and that commits.
+//! 2. **Resources**, with no database lock held: the Redis keys are unlinked.
+//! 3. **Done**: the row is locked again, the schema dropped and DESTROYING → DESTROYED committed
+//!    together, so DESTROYED always means every resource is gone.
+//!
+//! When step 2 or 3 fails (Redis or PostgreSQL down), the sandbox stays DESTROYING and is marked
+//! unattended: the next destroy or any replica's reconciler finishes it. A crash between the
+//! steps leaves DESTROYING with a worker whose liveness lock is gone, which the reconciler also
+//! finishes.
 
 use super::{
     Sandbox, SandboxId, SandboxState,
-    manager::{SandboxManager, check_etag, run_to_completion, scope},
+    manager::{SandboxManager, check_etag, scope},
 };
 use crate::{
     auth::Principal,
@@ -20,11 +24,24 @@ use crate::{
 };
 
 /// Who is tearing a sandbox down, and under which scope it must be visible to them.
-struct Teardown {
-    tenant: String,
-    owner_scope: Option<String>,
-    actor: String,
-    reason: String,
+pub(crate) struct Teardown {
+    pub tenant: String,
+    /// Members see only their own sandboxes; `None` for tenant-wide callers and the system.
+    pub owner_scope: Option<String>,
+    pub actor: String,
+    pub reason: String,
+}
+
+impl Teardown {
+    /// A teardown by the system (the reconciler, cleanup after a failed create).
+    pub(crate) fn by_system(tenant: &str, reason: &str) -> Self {
+        Self {
+            tenant: tenant.to_string(),
+            owner_scope: None,
+            actor: "system".into(),
+            reason: reason.to_string(),
+        }
+    }
 }
 
 impl SandboxManager {
@@ -48,16 +65,21 @@ impl SandboxManager {
             reason: if reason.is_empty() { "requested by caller" } else { reason }.to_string(),
         };
         let (manager, etag) = (self.clone(), etag.map(str::to_string));
-        run_to_completion(async move { manager.tear_down(id, &teardown, etag.as_deref()).await })
-            .await
+        self.run_to_completion(
+            async move { manager.tear_down(id, &teardown, etag.as_deref()).await },
+        )
+        .await
     }
 
-    async fn tear_down(
+    /// The three steps of the module docs. A sandbox still being provisioned is refused (its
+    /// creator or the boot timeout settles it first).
+    pub(crate) async fn tear_down(
         &self,
         id: SandboxId,
         teardown: &Teardown,
         etag: Option<&str>,
     ) -> Result<Sandbox> {
+        let _in_flight = self.replica.start(id);
         let scope = Scope { tenant: &teardown.tenant, owner: teardown.owner_scope.as_deref() };
         let locked = self
             .store
@@ -65,7 +87,7 @@ impl SandboxManager {
             .await?
             .ok_or_else(|| Error::not_found("sandbox", id.to_string()))?;
         let sandbox = locked.sandbox();
-        let steps: &[SandboxState] = match sandbox.state {
+        match sandbox.state {
             SandboxState::Destroyed => return locked.release().await,
             SandboxState::Pending | SandboxState::Creating => {
                 return Err(Error::FailedPrecondition {
@@ -75,85 +97,82 @@ impl SandboxManager {
                             .into(),
                 });
             }
-            SandboxState::Destroying => &[SandboxState::Destroyed],
+            // An interrupted destroy: finish it.
+            SandboxState::Destroying => {
+                locked.release().await?;
+            }
             SandboxState::Ready
             | SandboxState::Running
             | SandboxState::Expired
-            | SandboxState::Failed => &[SandboxState::Destroying, SandboxState::Destroyed],
-        };
-        check_etag(sandbox, etag)?;
-        let change = TransitionChange {
-            reason: &teardown.reason,
-            destroy_reason: Some(&teardown.reason),
-            ..TransitionChange::default()
-        };
-        let (steps, outcome) = match self.redis.purge(id).await {
-            Ok(removed_keys) => {
-                tracing::debug!(%id, removed_keys, "sandbox keys removed");
-                (steps, Ok(()))
-            }
-            // Record that the destruction started; the next destroy finishes it.
-            Err(error) if steps.len() > 1 => (&steps[..1], Err(error)),
-            Err(error) => return Err(error),
-        };
-        let transitioned = locked.transition(steps, change, &teardown.actor).await?;
-        if transitioned.removed_routes > 0 {
-            // This replica stops routing to the sandbox at once, not at the next NOTIFY.
-            if let Err(error) = self.routes.catch_up(&self.store).await {
-                tracing::warn!(%error, "routing table catch-up failed; the sync loop will retry");
+            | SandboxState::Failed => {
+                check_etag(sandbox, etag)?;
+                let change = TransitionChange {
+                    reason: &teardown.reason,
+                    destroy_reason: Some(&teardown.reason),
+                    worker: self.replica.worker(),
+                    ..TransitionChange::default()
+                };
+                let transitioned =
+                    locked.transition(&[SandboxState::Destroying], change, &teardown.actor).await?;
+                if transitioned.removed_routes > 0 {
+                    self.catch_up_routes().await;
+                }
             }
         }
-        outcome.map(|()| transitioned.sandbox)
+        match self.remove_resources(id, teardown).await {
+            Ok(destroyed) => Ok(destroyed),
+            Err(error) => {
+                tracing::warn!(sandbox_id = %id, %error, "destroy stopped at DESTROYING; it will be finished later");
+                if let Err(abandon_error) = self.store.abandon_work(id, self.replica.worker()).await
+                {
+                    tracing::warn!(sandbox_id = %id, error = %abandon_error, "could not mark the destroy as unattended");
+                }
+                Err(error)
+            }
+        }
     }
 
-    /// Tears down a sandbox whose provisioning failed. Cleanup problems (Redis down, say) are
-    /// logged and retried in the background until the sandbox is DESTROYED.
-    pub(super) async fn clean_up_failed(&self, failed: Sandbox, actor: &str) {
-        let teardown = Teardown {
-            tenant: failed.tenant,
-            owner_scope: None,
-            actor: actor.to_string(),
-            reason: "provisioning failed".into(),
-        };
-        let id = failed.id;
-        if let Err(error) = self.tear_down(id, &teardown, None).await {
-            tracing::warn!(sandbox_id = %id, %error, "cleanup after failed provisioning did not finish; retrying in the background");
-            let manager = self.clone();
-            self.tasks.spawn(async move {
-                manager.retry_with_backoff(|| manager.tear_down(id, &teardown, None)).await
-            });
+    /// Steps 2 and 3: the Redis keys without any database lock, then the schema with DESTROYED.
+    async fn remove_resources(&self, id: SandboxId, teardown: &Teardown) -> Result<Sandbox> {
+        let removed_keys = self.redis.purge(id).await?;
+        tracing::debug!(sandbox_id = %id, removed_keys, "sandbox keys removed");
+        let scope = Scope { tenant: &teardown.tenant, owner: None };
+        let locked = self
+            .store
+            .lock_sandbox(scope, id)
+            .await?
+            .ok_or_else(|| Error::not_found("sandbox", id.to_string()))?;
+        if locked.sandbox().state != SandboxState::Destroying {
+            // Someone else finished it meanwhile.
+            return locked.release().await;
+        }
+        let change = TransitionChange { reason: &teardown.reason, ..TransitionChange::default() };
+        let destroyed =
+            locked.transition(&[SandboxState::Destroyed], change, &teardown.actor).await?;
+        Ok(destroyed.sandbox)
+    }
+
+    /// This replica stops routing to a sandbox at once, not at the next NOTIFY.
+    pub(crate) async fn catch_up_routes(&self) {
+        if let Err(error) = self.routes.catch_up(&self.store).await {
+            tracing::warn!(%error, "routing table catch-up failed; the sync loop will retry");
+        }
+    }
+
+    /// Tears down a sandbox whose provisioning failed. When that cannot finish now (Redis down,
+    /// say), the sandbox is left unattended and the reconciler finishes it.
+    pub(super) async fn clean_up_failed(&self, failed: Sandbox) {
+        let teardown = Teardown::by_system(&failed.tenant, "provisioning_failed");
+        if let Err(error) = self.tear_down(failed.id, &teardown, None).await {
+            tracing::warn!(sandbox_id = %failed.id, %error, "cleanup after failed provisioning did not finish; the reconciler will");
         }
     }
 
     /// Removes the Redis namespace of a create that never became a sandbox (refused, or not
-    /// recordable); retried in the background while Redis does not answer.
-    pub(super) async fn discard_namespace(&self, id: SandboxId) {
-        if self.redis.purge(id).await.is_ok() {
-            return;
-        }
-        let manager = self.clone();
-        self.tasks
-            .spawn(async move { manager.retry_with_backoff(|| manager.redis.purge(id)).await });
-    }
-
-    /// Runs `attempt` with exponential backoff (100 ms doubling up to 5 s) until it succeeds or
-    /// the server shuts down; failures are logged.
-    async fn retry_with_backoff<T, F, Fut>(&self, mut attempt: F)
-    where
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<T>>,
-    {
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            tokio::select! {
-                () = self.shutdown.cancelled() => return,
-                () = tokio::time::sleep(backoff) => {}
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
-            match attempt().await {
-                Ok(_) => return,
-                Err(error) => tracing::warn!(%error, "background cleanup attempt failed; retrying"),
-            }
+    /// recordable). When Redis does not answer, the orphan sweep removes it after its grace.
+    pub(crate) async fn discard_namespace(&self, id: SandboxId) {
+        if let Err(error) = self.redis.purge(id).await {
+            tracing::warn!(sandbox_id = %id, %error, "could not remove the namespace of a refused create; the orphan sweep will");
         }
     }
 }

@@ -13,6 +13,7 @@ use crate::{
     error::{Error, Result},
     events::EventHub,
     isolation::RedisNamespace,
+    reconcile::Replica,
     routing::RoutingTable,
     store::{Store, sandboxes::Scope},
     template::TemplateCatalog,
@@ -36,8 +37,13 @@ pub struct SandboxManager {
     pub(crate) events: EventHub,
     /// Cancelled when the server shuts down; ends watch streams.
     pub(crate) shutdown: CancellationToken,
-    /// Background lifecycle work (cleanup retries); the server waits for it on shutdown.
+    /// Lifecycle work run to completion on its own task, and pool refills; the server waits
+    /// for it on shutdown.
     pub(crate) tasks: TaskTracker,
+    /// This replica as a worker: recorded on sandboxes it moves into transitional states.
+    pub(crate) replica: Replica,
+    /// Wakes the pool refill (after a claim took a member).
+    pub(crate) pool_wakeup: Arc<tokio::sync::Notify>,
     /// This replica's routing table; caught up after changes that remove routes, so this
     /// replica stops routing to a sandbox as soon as its state changed.
     pub(crate) routes: Arc<RoutingTable>,
@@ -125,15 +131,22 @@ impl SandboxManager {
     }
 }
 
-/// Runs lifecycle work on its own task, so it finishes even when the caller goes away (deadline
-/// exceeded, client disconnect): a sandbox is never left half-provisioned or half-destroyed
-/// because an RPC was cancelled. Graceful shutdown waits for in-flight RPCs, and so for this.
-pub(super) async fn run_to_completion<T: Send + 'static>(
-    work: impl Future<Output = Result<T>> + Send + 'static,
-) -> Result<T> {
-    tokio::spawn(work).await.map_err(|error| {
-        Error::Internal(anyhow::Error::new(error).context("lifecycle task failed"))
-    })?
+impl SandboxManager {
+    /// Runs lifecycle work on its own (tracked) task, so it finishes even when the caller goes
+    /// away (deadline exceeded, client disconnect): a sandbox is never left half-provisioned or
+    /// half-destroyed because an RPC was cancelled. Shutdown waits for these tasks.
+    pub(crate) async fn run_to_completion<T: Send + 'static>(
+        &self,
+        work: impl Future<Output = Result<T>> + Send + 'static,
+    ) -> Result<T> {
+        self.tasks.spawn(work).await.map_err(|error| {
+            Error::Internal(anyhow::Error::new(error).context("lifecycle task failed"))
+        })?
+    }
+
+    pub fn replica(&self) -> &Replica {
+        &self.replica
+    }
 }
 
 pub(crate) fn changed_concurrently(id: SandboxId) -> Error {

@@ -153,6 +153,8 @@ pub struct Sandbox {
     pub max_expire_at: DateTime<Utc>,
     pub last_activity_at: DateTime<Utc>,
     pub destroyed_at: Option<DateTime<Utc>>,
+    /// Claimed from its template's warm pool rather than provisioned for its create.
+    pub from_pool: bool,
 }
 
 impl Sandbox {

@@ -12,7 +12,10 @@ use crate::{
     auth::Principal,
     error::Result,
     events::Notification,
-    store::audit::{AuditEvent, EventScope},
+    store::{
+        audit::{AuditEvent, EventScope},
+        reconcile::PrunedLog,
+    },
 };
 
 const BATCH: u32 = 200;
@@ -40,7 +43,10 @@ impl SandboxManager {
         // Subscribe before reading the start position, so no wake-up is lost in between.
         let mut notifications = self.events().subscribe();
         let mut last = match spec.after {
-            Some(after) => after,
+            Some(after) => {
+                self.store().check_resumable(PrunedLog::AuditEvents, after).await?;
+                after
+            }
             None => self.store().latest_event_id(&principal.tenant).await?,
         };
         let manager = self.clone();

@@ -28,6 +28,7 @@ pub mod event {
     pub const SANDBOX_DESTROYED: &str = "sandbox_destroyed";
     pub const GUILD_REGISTERED: &str = "guild_registered";
     pub const GUILD_UNREGISTERED: &str = "guild_unregistered";
+    pub const ORPHAN_REMOVED: &str = "orphan_removed";
 
     /// Event types streamed by `WatchSandboxes`.
     pub const LIFECYCLE: [&str; 5] =

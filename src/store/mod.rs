@@ -2,7 +2,10 @@
 
 pub mod api_keys;
 pub mod audit;
-mod pg_codes;
+pub mod pg_codes;
+pub mod pool;
+mod pool_stats;
+pub mod reconcile;
 pub mod routes;
 pub mod sandbox_create;
 pub mod sandbox_listing;

@@ -1,6 +1,12 @@
 //! Guild routes and their change log. Every change takes one global advisory lock while it
 //! writes the log, so change ids become visible in id order and a reader that resumes after id N
 //! misses nothing; each change also `NOTIFY`s every replica.
+//!
+//! Lock order, the same for every writer so none can deadlock another: (1) an owner's quota
+//! advisory lock (creates and claims), (2) the sandbox row (`FOR UPDATE`), (3) guild route rows,
+//! (4) the tenant's event-ordering lock (`store::audit`), (5) the route change-log lock.
+//! Transitions that remove routes take 2, 3, 4, 5; registrations 2, 4, 5; unregistrations 2, 3,
+//! 4, 5.
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -108,7 +114,6 @@ pub(super) async fn record_removed_routes(
     removed: &[RouteRecord],
 ) -> Result<()> {
     for route in removed {
-        log_change(conn, ChangeKind::Removed, route).await?;
         let details = json!({ "guild_id": route.guild_id, "reason": "sandbox left RUNNING" });
         audit::record(
             conn,
@@ -119,6 +124,7 @@ pub(super) async fn record_removed_routes(
             details,
         )
         .await?;
+        log_change(conn, ChangeKind::Removed, route).await?;
     }
     Ok(())
 }
@@ -200,7 +206,7 @@ impl Store {
             }
             Err(error) => return Err(error.into()),
         };
-        log_change(&mut tx, ChangeKind::Added, &route).await?;
+        // Lock order (see the module docs): the tenant's event lock, then the change-log lock.
         let details = json!({ "guild_id": route.guild_id });
         audit::record(
             &mut tx,
@@ -211,6 +217,7 @@ impl Store {
             details,
         )
         .await?;
+        log_change(&mut tx, ChangeKind::Added, &route).await?;
         tx.commit().await?;
         Ok(Registered::Added(route))
     }
@@ -225,19 +232,34 @@ impl Store {
         owner: Option<&str>,
         actor: &str,
     ) -> Result<Option<RouteRecord>> {
+        // Lock order: the sandbox row first (as a transition, which may remove the same route),
+        // then the route row, the tenant's event lock and the change-log lock.
+        let sandbox_id: Option<Uuid> = sqlx::query_scalar(
+            "SELECT sandbox_id FROM guild_routes WHERE guild_id = $1 AND tenant = $2",
+        )
+        .bind(guild.as_str())
+        .bind(tenant)
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(sandbox_id) = sandbox_id else { return Ok(None) };
         let mut tx = self.pool().begin().await?;
+        sqlx::query("SELECT 1 FROM sandboxes WHERE id = $1 FOR UPDATE")
+            .bind(sandbox_id)
+            .execute(&mut *tx)
+            .await?;
         let removed = sqlx::query_as::<_, RouteRecord>(
-            "DELETE FROM guild_routes r WHERE r.guild_id = $1 AND r.tenant = $2
+            "DELETE FROM guild_routes r WHERE r.guild_id = $1 AND r.tenant = $2 AND r.sandbox_id = $4
                AND ($3::text IS NULL OR r.sandbox_id IN (SELECT id FROM sandboxes WHERE owner = $3))
              RETURNING guild_id, sandbox_id, tenant, registered_by, created_at",
         )
         .bind(guild.as_str())
         .bind(tenant)
         .bind(owner)
+        .bind(sandbox_id)
         .fetch_optional(&mut *tx)
         .await?;
+        // Gone meanwhile (or moved to another sandbox, which a retry handles).
         let Some(route) = removed else { return Ok(None) };
-        log_change(&mut tx, ChangeKind::Removed, &route).await?;
         let details = json!({ "guild_id": route.guild_id });
         audit::record(
             &mut tx,
@@ -248,6 +270,7 @@ impl Store {
             details,
         )
         .await?;
+        log_change(&mut tx, ChangeKind::Removed, &route).await?;
         tx.commit().await?;
         Ok(Some(route))
     }

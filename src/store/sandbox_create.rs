@@ -1,6 +1,8 @@
 //! Creating a sandbox in one transaction: first its schema with the template's tables, then,
-//! under the owner's quota lock, the row (born RUNNING) with its audit trail: created,
-//! PENDING → CREATING, CREATING → RUNNING. Nothing of a create that fails or is refused stays
+//! under the owner's quota lock, the row (born RUNNING) with its one audit event,
+//! `sandbox_created` in RUNNING: other sessions never see it in any other state, so the trail
+//! claims none. Warm-pool members are born READY the same way, under their template's pool
+//! lock. Nothing of a create that fails or is refused stays
 //! in PostgreSQL; a failure is then recorded on its own as a FAILED row
 //! ([`Store::record_failed_sandbox`]) for the caller to clean up.
 //!
@@ -22,8 +24,7 @@ use sqlx::{PgConnection, types::Json};
 use super::{
     Store,
     audit::{self, Events},
-    pg_codes, sandbox_schema,
-    sandbox_transitions::{ensure_allowed, transition_details},
+    pg_codes, pool_stats, sandbox_schema,
     sandboxes::{COLUMNS, SandboxRow, live_states},
 };
 use crate::{
@@ -63,10 +64,20 @@ pub enum CreateOutcome {
 
 /// How the row of a new sandbox is born.
 enum Birth<'a> {
-    /// Provisioned: RUNNING, counted against the owner's quota.
+    /// Provisioned for a create: RUNNING, counted against the owner's quota.
     Running { live_quota: u32 },
-    /// Provisioning failed: FAILED with the error, counted against nothing.
-    Failed { last_error: &'a str },
+    /// Provisioned for a warm pool: READY, owned by no tenant, within the pool's bounds.
+    Ready { min_ready: u32, max_size: u32 },
+    /// Provisioning failed: FAILED with the error, counted against nothing, cleaned up by
+    /// `worker`.
+    Failed { last_error: &'a str, worker: Option<i32> },
+}
+
+/// Bounds of a template's warm pool.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolBounds {
+    pub min_ready: u32,
+    pub max_size: u32,
 }
 
 impl Store {
@@ -78,6 +89,7 @@ impl Store {
         new: &NewSandbox,
         template_sql: &str,
         live_quota: u32,
+        pooled: bool,
         actor: &str,
     ) -> Result<CreateOutcome> {
         let mut tx = self.pool().begin().await?;
@@ -90,6 +102,35 @@ impl Store {
         );
         sandbox_schema::execute_template_batch(&mut tx, &batch).await?;
         let outcome = insert(&mut tx, new, Birth::Running { live_quota }, actor).await?;
+        if let CreateOutcome::Created(_) = outcome {
+            if pooled {
+                pool_stats::count_miss(&mut tx, &new.template).await?;
+            }
+            tx.commit().await?;
+        }
+        Ok(outcome)
+    }
+
+    /// Provisions a warm-pool member of `new.template` in one transaction: born READY, owned by
+    /// no tenant. Refused (`QuotaExceeded`) when the pool already has `min_ready` ready members
+    /// or `max_size` members; the template's pool lock makes that check exact across replicas.
+    #[tracing::instrument(name = "store.sandboxes.create_pool_member", skip_all, fields(sandbox_id = %new.id))]
+    pub async fn create_pool_member(
+        &self,
+        new: &NewSandbox,
+        template_sql: &str,
+        bounds: PoolBounds,
+        actor: &str,
+    ) -> Result<CreateOutcome> {
+        let mut tx = self.pool().begin().await?;
+        let batch = format!(
+            "{};\nSELECT pg_advisory_xact_lock({})",
+            sandbox_schema::create_batch(new.id, template_sql),
+            pool_lock_key(&new.template)
+        );
+        sandbox_schema::execute_template_batch(&mut tx, &batch).await?;
+        let birth = Birth::Ready { min_ready: bounds.min_ready, max_size: bounds.max_size };
+        let outcome = insert(&mut tx, new, birth, actor).await?;
         if let CreateOutcome::Created(_) = outcome {
             tx.commit().await?;
         }
@@ -104,10 +145,11 @@ impl Store {
         &self,
         new: &NewSandbox,
         last_error: &str,
+        worker: Option<i32>,
         actor: &str,
     ) -> Result<Sandbox> {
         let mut conn = self.pool().acquire().await?;
-        match insert(&mut conn, new, Birth::Failed { last_error }, actor).await? {
+        match insert(&mut conn, new, Birth::Failed { last_error, worker }, actor).await? {
             CreateOutcome::Created(failed) => Ok(*failed),
             // A FAILED row holds no quota, no live name and no request id.
             refused => Err(Error::Internal(anyhow::anyhow!(
@@ -118,35 +160,53 @@ impl Store {
 }
 
 /// Inserts the row with its audit trail in one statement, or says why it was refused. Under the
-/// quota lock, the count sees every committed sandbox of the owner; the row being
-/// inserted is not in it yet, hence `<`.
+/// quota lock (or the pool lock), the counts see every committed sandbox of the owner (or the
+/// template); the row being inserted is not in them yet, hence `<`.
 async fn insert(
     conn: &mut PgConnection,
     new: &NewSandbox,
     birth: Birth<'_>,
     actor: &str,
 ) -> Result<CreateOutcome> {
-    let (state, live_quota, last_error, request_id) = match birth {
-        Birth::Running { live_quota } => {
-            (SandboxState::Running, Some(i64::from(live_quota)), None, new.request_id.as_deref())
+    let (mut live_quota, mut pool_min, mut pool_max, mut last_error, mut worker) =
+        (None, None, None, None, None);
+    let mut request_id = new.request_id.as_deref();
+    let state = match birth {
+        Birth::Running { live_quota: quota } => {
+            live_quota = Some(i64::from(quota));
+            SandboxState::Running
         }
-        Birth::Failed { last_error } => (SandboxState::Failed, None, Some(last_error), None),
+        Birth::Ready { min_ready, max_size } => {
+            (pool_min, pool_max) = (Some(i64::from(min_ready)), Some(i64::from(max_size)));
+            SandboxState::Ready
+        }
+        Birth::Failed { last_error: error, worker: failed_by } => {
+            (last_error, worker, request_id) = (Some(error), failed_by, None);
+            SandboxState::Failed
+        }
     };
-    let events = creation_trail(new, state, last_error)?;
+    let events = creation_trail(new, state, last_error);
     let sql = format!(
         "WITH changed AS (
              INSERT INTO sandboxes (id, tenant, owner, name, template, state, labels, metadata,
                  request_id, request_fingerprint, last_error, created_at, updated_at, expire_at,
-                 max_expire_at, last_activity_at)
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $12
-             WHERE $15::bigint IS NULL
-                OR (SELECT count(*) FROM sandboxes
-                    WHERE tenant = $2 AND owner = $3 AND state = ANY($16)) < $15
+                 max_expire_at, last_activity_at, worker)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $12, $19
+             WHERE ($15::bigint IS NULL
+                    OR (SELECT count(*) FROM sandboxes
+                        WHERE tenant = $2 AND owner = $3 AND state = ANY($16)) < $15)
+               AND ($17::bigint IS NULL
+                    OR (SELECT count(*) FROM sandboxes
+                        WHERE template = $5 AND state = 'READY' AND tenant = '') < $17)
+               AND ($18::bigint IS NULL
+                    OR (SELECT count(*) FROM sandboxes
+                        WHERE template = $5
+                          AND (state = 'READY' OR (state = 'RUNNING' AND from_pool))) < $18)
              RETURNING {COLUMNS}
          ),
          {}
          SELECT changed.* FROM changed",
-        audit::recording_ctes("changed", 17)
+        audit::recording_ctes("changed", 20)
     );
     let query = sqlx::query_as::<_, SandboxRow>(&sql)
         .bind(new.id.as_uuid())
@@ -164,7 +224,10 @@ async fn insert(
         .bind(new.expire_at)
         .bind(new.max_expire_at)
         .bind(live_quota)
-        .bind(live_states());
+        .bind(live_states())
+        .bind(pool_min)
+        .bind(pool_max)
+        .bind(worker);
     match events.bind_to(query, actor).fetch_optional(conn).await {
         Ok(Some(row)) => Ok(CreateOutcome::Created(Box::new(row.into_domain()?.0))),
         Ok(None) => Ok(CreateOutcome::QuotaExceeded),
@@ -179,43 +242,46 @@ async fn insert(
 /// The advisory-lock key under which an owner's live sandboxes are counted and added. A number
 /// computed here rather than a hash of text in SQL, so it can sit in a simple-query batch
 /// without any caller-supplied text in it.
-fn owner_quota_lock_key(tenant: &str, owner: &str) -> i64 {
-    let digest = Sha256::new()
-        .chain_update(b"sandboxd.owner_quota\0")
-        .chain_update(tenant.as_bytes())
-        .chain_update(b"\0")
-        .chain_update(owner.as_bytes())
-        .finalize();
+pub(super) fn owner_quota_lock_key(tenant: &str, owner: &str) -> i64 {
+    lock_key(&[b"sandboxd.owner_quota", tenant.as_bytes(), owner.as_bytes()])
+}
+
+/// The advisory-lock key under which a template's pool members are counted and added.
+fn pool_lock_key(template: &str) -> i64 {
+    lock_key(&[b"sandboxd.pool", template.as_bytes()])
+}
+
+fn lock_key(parts: &[&[u8]]) -> i64 {
+    // Parts joined by NUL bytes (as keys were always computed, so replicas of different
+    // versions agree on them).
+    let mut hasher = Sha256::new();
+    for (index, part) in parts.iter().enumerate() {
+        if index > 0 {
+            hasher.update(b"\0");
+        }
+        hasher.update(part);
+    }
+    let digest = hasher.finalize();
     let mut key = [0u8; 8];
     key.copy_from_slice(&digest[..8]);
     i64::from_be_bytes(key)
 }
 
-/// created → PENDING → CREATING → `ended` (RUNNING or FAILED), each step checked against the
-/// transition table.
+/// The one event of a new row: `sandbox_created`, in the state the row was born in (RUNNING,
+/// READY or FAILED). Nothing else is claimed: the row held no other state before.
 fn creation_trail(
     new: &NewSandbox,
-    ended: SandboxState,
+    born: SandboxState,
     last_error: Option<&str>,
-) -> Result<Events<'static>> {
-    use SandboxState::{Creating, Pending};
-    ensure_allowed(Pending, Creating)?;
-    ensure_allowed(Creating, ended)?;
+) -> Events<'static> {
     let created = json!({
         "template": new.template,
         "name": new.name,
         "expire_time": new.expire_at,
         "request_id": new.request_id,
+        "to": born.as_str(),
+        "from_pool": false,
+        "last_error": last_error,
     });
-    let reason = if ended == SandboxState::Running { "provisioned" } else { "provisioning failed" };
-    Ok(Events::new()
-        .push(audit::event::SANDBOX_CREATED, created)
-        .push(
-            audit::event::STATUS_CHANGED,
-            transition_details(Pending, Creating, "provisioning", None),
-        )
-        .push(
-            audit::event::STATUS_CHANGED,
-            transition_details(Creating, ended, reason, last_error),
-        ))
+    Events::new().push(audit::event::SANDBOX_CREATED, created)
 }

@@ -31,6 +31,12 @@ pub struct TransitionChange<'a> {
     pub reason: &'a str,
     pub last_error: Option<&'a str>,
     pub destroy_reason: Option<&'a str>,
+    /// The replica that works on the sandbox from here (kept only for transitional states;
+    /// cleared when the sandbox reaches RUNNING, READY or DESTROYED).
+    pub worker: Option<i32>,
+    /// Clears what a caller gave the sandbox (name, labels, metadata, request id), for a member
+    /// going back to its warm pool.
+    pub clear_identity: bool,
 }
 
 /// A transition that happened.
@@ -71,6 +77,34 @@ impl Store {
         let (sandbox, _) = row.into_domain()?;
         Ok(Some(LockedSandbox { tx, sandbox }))
     }
+
+    /// Like [`Store::lock_sandbox`] for background work, in any tenant, without waiting: `None`
+    /// when the sandbox is gone or another transaction holds it (someone else is on it).
+    #[tracing::instrument(name = "store.sandboxes.try_lock", skip(self))]
+    pub async fn try_lock_sandbox(&self, id: SandboxId) -> Result<Option<LockedSandbox>> {
+        let mut tx = self.pool().begin().await?;
+        let row = sqlx::query_as::<_, SandboxRow>(&format!(
+            "SELECT {COLUMNS} FROM sandboxes WHERE id = $1 FOR UPDATE SKIP LOCKED"
+        ))
+        .bind(id.as_uuid())
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let (sandbox, _) = row.into_domain()?;
+        Ok(Some(LockedSandbox { tx, sandbox }))
+    }
+
+    /// Says that `worker` stopped working on a sandbox it left in a transitional state (a
+    /// dependency failed), so any replica's reconciler picks it up.
+    #[tracing::instrument(name = "store.sandboxes.abandon", skip(self))]
+    pub async fn abandon_work(&self, id: SandboxId, worker: Option<i32>) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET worker = NULL WHERE id = $1 AND worker = $2")
+            .bind(id.as_uuid())
+            .bind(worker)
+            .execute(self.pool())
+            .await?;
+        Ok(())
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -83,6 +117,10 @@ struct TransitionRow {
 impl LockedSandbox {
     pub fn sandbox(&self) -> &Sandbox {
         &self.sandbox
+    }
+
+    pub(super) fn connection(&mut self) -> &mut sqlx::PgConnection {
+        &mut self.tx
     }
 
     /// Ends the transaction without a change and returns the sandbox as read.
@@ -122,7 +160,14 @@ impl LockedSandbox {
                  UPDATE sandboxes SET state = $4, version = version + 1, updated_at = now(),
                      last_error = coalesce($5, last_error),
                      destroy_reason = coalesce($6, destroy_reason),
-                     destroyed_at = CASE WHEN $4 = 'DESTROYED' THEN now() ELSE destroyed_at END
+                     destroyed_at = CASE WHEN $4 = 'DESTROYED' THEN now() ELSE destroyed_at END,
+                     worker = CASE WHEN $4 IN ('RUNNING', 'READY', 'DESTROYED') THEN NULL ELSE $8 END,
+                     idle_noticed_at = NULL,
+                     name = CASE WHEN $9 THEN NULL ELSE name END,
+                     labels = CASE WHEN $9 THEN '{{}}'::jsonb ELSE labels END,
+                     metadata = CASE WHEN $9 THEN '{{}}'::jsonb ELSE metadata END,
+                     request_id = CASE WHEN $9 THEN NULL ELSE request_id END,
+                     request_fingerprint = CASE WHEN $9 THEN NULL ELSE request_fingerprint END
                  WHERE id = $1 AND tenant = $2 AND state = $3
                  RETURNING {COLUMNS}
              ),
@@ -135,7 +180,7 @@ impl LockedSandbox {
                     (SELECT coalesce(jsonb_agg(removed_routes), '[]') FROM removed_routes)
                         AS removed_routes
              FROM changed",
-            audit::recording_ctes("changed", 8)
+            audit::recording_ctes("changed", 10)
         );
         let query = sqlx::query_as::<_, TransitionRow>(&sql)
             .bind(id.as_uuid())
@@ -144,7 +189,9 @@ impl LockedSandbox {
             .bind(to.as_str())
             .bind(change.last_error)
             .bind(change.destroy_reason)
-            .bind(from == SandboxState::Running);
+            .bind(from == SandboxState::Running)
+            .bind(change.worker)
+            .bind(change.clear_identity);
         let row = events.bind_to(query, actor).fetch_optional(&mut *self.tx).await?;
         // The row is locked, so it is still in `from`; anything else is a bug.
         let row = row.ok_or_else(|| {

@@ -67,7 +67,7 @@ impl Store {
     pub async fn record_activity(&self, batch: &[(Uuid, DateTime<Utc>)]) -> Result<u64> {
         let (ids, times): (Vec<Uuid>, Vec<DateTime<Utc>>) = batch.iter().copied().unzip();
         let result = sqlx::query(
-            "UPDATE sandboxes AS s SET last_activity_at = v.at
+            "UPDATE sandboxes AS s SET last_activity_at = v.at, idle_noticed_at = NULL
              FROM unnest($1::uuid[], $2::timestamptz[]) AS v(id, at)
              WHERE s.id = v.id AND s.last_activity_at < v.at",
         )

@@ -15,7 +15,7 @@ use crate::{
 
 pub(super) const COLUMNS: &str = "id, tenant, owner, name, template, state, labels, metadata, request_id, \
     request_fingerprint, last_error, destroy_reason, version, created_at, updated_at, expire_at, \
-    max_expire_at, last_activity_at, destroyed_at";
+    max_expire_at, last_activity_at, destroyed_at, from_pool";
 
 #[derive(sqlx::FromRow)]
 pub(super) struct SandboxRow {
@@ -38,6 +38,7 @@ pub(super) struct SandboxRow {
     max_expire_at: DateTime<Utc>,
     last_activity_at: DateTime<Utc>,
     destroyed_at: Option<DateTime<Utc>>,
+    from_pool: bool,
 }
 
 impl SandboxRow {
@@ -61,6 +62,7 @@ impl SandboxRow {
             max_expire_at: self.max_expire_at,
             last_activity_at: self.last_activity_at,
             destroyed_at: self.destroyed_at,
+            from_pool: self.from_pool,
         };
         Ok((sandbox, self.request_fingerprint))
     }

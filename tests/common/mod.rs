@@ -91,6 +91,10 @@ impl TestApp {
 
     /// Spawns the server without waiting for readiness and without creating keys.
     pub async fn start_unready(customize: impl FnOnce(&mut Config)) -> TestApp {
+        // TEST_LOG=<filter> shows the server's logs (e.g. TEST_LOG=sandboxd=debug).
+        if let Ok(filter) = std::env::var("TEST_LOG") {
+            let _ = tracing_subscriber::fmt().with_env_filter(filter).with_test_writer().try_init();
+        }
         let admin_url = admin_database_url();
         let database_name = format!("sandboxd_test_{}", uuid::Uuid::new_v4().simple());
         let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|error| {
@@ -112,6 +116,9 @@ impl TestApp {
         config.redis.url = SecretUrl::new(redis_url());
         config.redis.key_prefix = format!("sandboxd-test:{}:", uuid::Uuid::new_v4().simple());
         config.templates.dir = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/templates").into();
+        // Pool refill is off unless a test turns it on: most tests count the sandboxes they
+        // made, and a refilling pool would add members beside them.
+        config.reconcile.pool_refill = false;
         customize(&mut config);
         config.validate().expect("test config is valid");
 

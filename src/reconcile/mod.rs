@@ -1,0 +1,95 @@
+//! The reconciler: runs in every replica and makes every sandbox end in a state that matches its
+//! resources, whatever happened (crashes, dependency outages, timeouts).
+//!
+//! Every `interval` it:
+//! - expires RUNNING sandboxes past `expire_time` (→ EXPIRED → destroyed, reason `expired`);
+//! - destroys RUNNING sandboxes idle past their template's idle timeout (reason
+//!   `idle_timeout`), confirmed on a later pass so touches still buffered in any replica's
+//!   memory have been written by then;
+//! - fails PENDING/CREATING sandboxes past their boot timeout or whose worker died, and
+//!   destroys them (reason `boot_timeout`);
+//! - finishes unattended work: EXPIRED, DESTROYING and FAILED sandboxes (and READY members whose
+//!   release did not finish) whose worker is gone or gave up.
+//!
+//! Less often it removes orphans (`orphans`) and prunes the logs behind resume tokens
+//! (`retention`). A separate loop keeps warm pools at `min_ready` (woken early by claims).
+//!
+//! Replicas coordinate through PostgreSQL only: a sandbox is changed under its row lock taken
+//! with `SKIP LOCKED` (so two replicas never both act on it), unattended work is claimed with a
+//! compare-and-set on its worker, and a worker's liveness is its advisory lock. Every action is
+//! audited with actor `system`.
+
+mod orphans;
+mod passes;
+mod replica;
+mod retention;
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+pub use replica::{InFlight, Replica};
+
+use crate::{config::ReconcileConfig, sandbox::SandboxManager};
+
+pub struct Reconciler {
+    manager: SandboxManager,
+    config: ReconcileConfig,
+    /// How long an idle sandbox must stay idle after it was first noticed: long enough for
+    /// every replica to have flushed the touches it buffers.
+    idle_confirmation: Duration,
+}
+
+impl Reconciler {
+    pub fn new(manager: SandboxManager, config: ReconcileConfig, flush_interval: Duration) -> Self {
+        let idle_confirmation = flush_interval * 2 + config.interval;
+        Self { manager, config, idle_confirmation }
+    }
+
+    /// Runs passes every `interval` until `shutdown`.
+    pub async fn run(&self, shutdown: CancellationToken) {
+        let mut next_orphan_sweep = Instant::now();
+        let mut next_pruning = Instant::now();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(self.config.interval) => {}
+            }
+            let Some(me) = self.manager.replica().worker() else { continue };
+            self.pass(me).await;
+            if Instant::now() >= next_orphan_sweep {
+                self.sweep_orphans().await;
+                next_orphan_sweep = Instant::now() + self.config.orphan_interval;
+            }
+            if Instant::now() >= next_pruning {
+                self.prune_logs().await;
+                next_pruning = Instant::now() + self.config.retention_interval;
+            }
+        }
+    }
+
+    /// Keeps pools at `min_ready` until `shutdown`: after every claim or release (woken), and
+    /// every `interval` otherwise.
+    pub async fn run_pools(&self, shutdown: CancellationToken) {
+        let wakeup = self.manager.pool_wakeup.clone();
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = wakeup.notified() => {}
+                () = tokio::time::sleep(self.config.interval) => {}
+            }
+            if self.manager.replica().worker().is_none() {
+                continue;
+            }
+            self.shrink_pools().await;
+            if self.config.pool_refill {
+                match self.manager.refill_pools(self.config.refill_concurrency).await {
+                    Ok(0) => {}
+                    Ok(added) => tracing::debug!(added, "pools refilled"),
+                    Err(error) => tracing::warn!(%error, "pool refill failed"),
+                }
+            }
+        }
+    }
+}
