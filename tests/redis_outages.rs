@@ -36,14 +36,6 @@ async fn app_behind_gate() -> (TestApp, Gate) {
     (app, redis)
 }
 
-async fn schema_exists(pg: &sqlx::PgPool, id: uuid::Uuid) -> bool {
-    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
-        .bind(format!("sandbox_{}", id.simple()))
-        .fetch_one(pg)
-        .await
-        .unwrap()
-}
-
 /// Waits until a sandbox is DESTROYED (the background cleanup's work); its id and last error.
 async fn wait_for_destroyed(pg: &sqlx::PgPool) -> (uuid::Uuid, Option<String>) {
     let id = common::wait_for_state(pg, "DESTROYED").await;
@@ -67,7 +59,7 @@ async fn redis_going_down_midway_leaves_nothing_and_the_sandbox_ends_destroyed_w
     let pg = app.pg().await;
     let (id, last_error) = wait_for_destroyed(&pg).await;
     assert!(last_error.unwrap_or_default().contains("redis"), "last_error names the cause");
-    assert!(!schema_exists(&pg, id).await, "no schema left behind");
+    assert!(!common::schema_exists(&pg, id).await, "no schema left behind");
     assert_eq!(common::audited_states(&pg, id).await, ["FAILED", "DESTROYING", "DESTROYED"]);
 }
 
@@ -92,13 +84,13 @@ async fn a_destroy_while_redis_is_down_stops_at_destroying_and_the_next_destroy_
     let stopped = app.owner().get_sandbox(by_id).await.unwrap().into_inner();
     assert_eq!(stopped.state(), SandboxState::Destroying, "the destruction is on record");
     let pg = app.pg().await;
-    assert!(schema_exists(&pg, id).await, "the schema goes only with DESTROYED");
+    assert!(common::schema_exists(&pg, id).await, "the schema goes only with DESTROYED");
 
     redis.open();
     let destroyed = app.owner().destroy_sandbox(destroy).await.unwrap().into_inner();
     assert_eq!(destroyed.state(), SandboxState::Destroyed);
     assert_eq!(destroyed.destroy_reason, "done");
-    assert!(!schema_exists(&pg, id).await);
+    assert!(!common::schema_exists(&pg, id).await);
     let keys: Vec<String> =
         redis::cmd("KEYS").arg(format!("{prefix}*")).query_async(&mut direct).await.unwrap();
     assert!(keys.is_empty(), "keys left behind: {keys:?}");

@@ -3,7 +3,9 @@
 
 mod bench;
 mod bench_resolve;
+mod bench_pool;
 mod output;
+mod pool;
 mod routes;
 mod sandboxes;
 
@@ -46,6 +48,11 @@ enum Command {
     Route {
         #[command(subcommand)]
         command: routes::RouteCommand,
+    },
+    /// Warm pools: status.
+    Pool {
+        #[command(subcommand)]
+        command: pool::PoolCommand,
     },
     /// Benchmarks against the server (e.g. `bench lifecycle`).
     Bench {
@@ -130,6 +137,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Sandbox(command) => sandboxes::run(&connection, command, cli.json).await,
         Command::Route { command } => routes::run(&connection, command, cli.json).await,
+        Command::Pool { command } => pool::run(&connection, command, cli.json).await,
         Command::Bench { command } => bench::run(&connection, command, cli.json).await,
     }
 }

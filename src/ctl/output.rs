@@ -5,8 +5,8 @@ use tonic::Status;
 use tonic_types::StatusExt;
 
 use crate::proto::{
-    AuditEvent, ConnectionDetails, HealthLevel, Sandbox, SandboxHealth, SandboxState, SchemaStats,
-    Template, WatchSandboxesResponse,
+    AuditEvent, ConnectionDetails, HealthLevel, PoolStatus, Sandbox, SandboxHealth, SandboxState,
+    SchemaStats, Template, WatchSandboxesResponse,
 };
 
 fn time(timestamp: &Option<prost_types::Timestamp>) -> String {
@@ -47,6 +47,7 @@ pub fn sandbox_json(sandbox: &Sandbox) -> Value {
         "last_error": sandbox.last_error,
         "destroy_reason": sandbox.destroy_reason,
         "etag": sandbox.etag,
+        "from_pool": sandbox.from_pool,
         "resources": {
             "schema": resources.schema,
             "redis_prefix": resources.redis_prefix,
@@ -69,6 +70,7 @@ pub fn sandbox(sandbox: &Sandbox, as_json: bool) {
         ("name", sandbox.name.clone()),
         ("state", state_name(sandbox).to_string()),
         ("template", sandbox.template.clone()),
+        ("from pool", if sandbox.from_pool { "yes" } else { "no" }.to_string()),
         ("tenant/owner", format!("{}/{}", sandbox.tenant, sandbox.owner)),
         ("labels", labels.join(",")),
         ("created", time(&sandbox.create_time)),
@@ -105,6 +107,45 @@ pub fn templates(templates: &[Template], as_json: bool) {
     println!("{:<16} {:<8} {:<32} DESCRIPTION", "NAME", "RUNTIME", "TABLES");
     for t in templates {
         println!("{:<16} {:<8} {:<32} {}", t.name, t.runtime, t.tables.join(","), t.description);
+    }
+}
+
+/// Warm pools as a table (or a JSON array); templates without a pool show `off`.
+pub fn pool_status(pools: &[PoolStatus], as_json: bool) {
+    if as_json {
+        let list: Vec<Value> = pools
+            .iter()
+            .map(|p| {
+                json!({
+                    "template": p.template, "enabled": p.enabled, "min_ready": p.min_ready,
+                    "max_size": p.max_size, "ready": p.ready_count, "in_use": p.in_use_count,
+                    "hits": p.hits, "misses": p.misses, "reuse_rate": p.reuse_rate,
+                })
+            })
+            .collect();
+        println!("{:#}", Value::Array(list));
+        return;
+    }
+    println!(
+        "{:<16} {:<4} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8} {:>6}",
+        "TEMPLATE", "POOL", "MIN_READY", "MAX_SIZE", "READY", "IN_USE", "HITS", "MISSES", "REUSE"
+    );
+    for p in pools {
+        let (pool, min_ready, max_size) = if p.enabled {
+            ("on", p.min_ready.to_string(), p.max_size.to_string())
+        } else {
+            ("off", "-".to_string(), "-".to_string())
+        };
+        let reuse = if p.hits + p.misses > 0 {
+            format!("{:.1}%", p.reuse_rate * 100.0)
+        } else {
+            "-".to_string()
+        };
+        println!(
+            "{:<16} {:<4} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8} {:>6}",
+            p.template, pool, min_ready, max_size, p.ready_count, p.in_use_count, p.hits, p.misses,
+            reuse
+        );
     }
 }
 

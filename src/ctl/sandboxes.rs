@@ -10,8 +10,8 @@ use super::{Client, Connection, output};
 use crate::proto::{
     CreateSandboxRequest, DestroySandboxRequest, EnsureSandboxRequest, ExtendSandboxRequest,
     GetConnectionDetailsRequest, GetSandboxHealthRequest, GetSandboxRequest, GetSchemaStatsRequest,
-    ListAuditEventsRequest, ListSandboxesRequest, ListTemplatesRequest, Sandbox, SandboxState,
-    WatchSandboxesRequest, extend_sandbox_request::Extension, get_sandbox_request::Selector,
+    ListAuditEventsRequest, ListSandboxesRequest, ListTemplatesRequest, ReleaseSandboxRequest,
+    Sandbox, SandboxState, WatchSandboxesRequest, extend_sandbox_request::Extension, get_sandbox_request::Selector,
 };
 
 #[derive(Subcommand)]
@@ -62,6 +62,14 @@ pub enum SandboxCommand {
         sandbox: String,
         #[arg(long, default_value = "")]
         reason: String,
+    },
+    /// Hand a sandbox claimed from a warm pool back to it, by id or name: reset and READY (you
+    /// no longer see it afterwards), or destroyed when it cannot go back (pool full, unhealthy).
+    Release {
+        sandbox: String,
+        /// Only if the sandbox still has this etag (else FAILED_PRECONDITION, ETAG_MISMATCH).
+        #[arg(long)]
+        etag: Option<String>,
     },
     /// Run the sandbox's health checks.
     Health { sandbox: String },
@@ -207,6 +215,20 @@ pub async fn run(
             let sandbox_id = get(&mut client, &sandbox).await?.sandbox_id;
             let request = DestroySandboxRequest { sandbox_id, reason, ..Default::default() };
             output::sandbox(&client.destroy_sandbox(request).await?.into_inner(), json);
+        }
+        SandboxCommand::Release { sandbox, etag } => {
+            let sandbox_id = get(&mut client, &sandbox).await?.sandbox_id;
+            let request = ReleaseSandboxRequest { sandbox_id, etag: etag.unwrap_or_default() };
+            let released = client.release_sandbox(request).await?.into_inner();
+            if !json {
+                match released.state() {
+                    SandboxState::Ready => {
+                        println!("released to the pool (it is no longer visible to you)")
+                    }
+                    _ => println!("destroyed instead of pooled: {}", released.destroy_reason),
+                }
+            }
+            output::sandbox(&released, json);
         }
         SandboxCommand::Health { sandbox } => {
             let sandbox_id = get(&mut client, &sandbox).await?.sandbox_id;

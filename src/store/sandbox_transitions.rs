@@ -31,8 +31,9 @@ pub struct TransitionChange<'a> {
     pub reason: &'a str,
     pub last_error: Option<&'a str>,
     pub destroy_reason: Option<&'a str>,
-    /// The replica that works on the sandbox from here (kept only for transitional states;
-    /// cleared when the sandbox reaches RUNNING, READY or DESTROYED).
+    /// The replica that works on the sandbox from here (kept only for transitional states,
+    /// including a member released to its pool until its reset is done; cleared when the
+    /// sandbox reaches RUNNING, READY or DESTROYED).
     pub worker: Option<i32>,
     /// Clears what a caller gave the sandbox (name, labels, metadata, request id), for a member
     /// going back to its warm pool.
@@ -161,7 +162,9 @@ impl LockedSandbox {
                      last_error = coalesce($5, last_error),
                      destroy_reason = coalesce($6, destroy_reason),
                      destroyed_at = CASE WHEN $4 = 'DESTROYED' THEN now() ELSE destroyed_at END,
-                     worker = CASE WHEN $4 IN ('RUNNING', 'READY', 'DESTROYED') THEN NULL ELSE $8 END,
+                     -- a member released to its pool keeps its worker until its reset is done
+                     worker = CASE WHEN $4 IN ('RUNNING', 'DESTROYED') OR ($4 = 'READY' AND NOT $9)
+                                   THEN NULL ELSE $8 END,
                      idle_noticed_at = NULL,
                      name = CASE WHEN $9 THEN NULL ELSE name END,
                      labels = CASE WHEN $9 THEN '{{}}'::jsonb ELSE labels END,

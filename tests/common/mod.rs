@@ -362,3 +362,62 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
         .map(|bad| bad.field_violations.into_iter().map(|v| v.field).collect())
         .unwrap_or_default()
 }
+
+/// Polls `check` every 20 ms until it holds (`timeout` at most, then the test fails naming
+/// `what`): waits on the condition itself, never a fixed sleep.
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !check().await {
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The state of one sandbox, read from the test database.
+pub async fn state_of(pool: &PgPool, id: uuid::Uuid) -> String {
+    sqlx::query_scalar("SELECT state FROM sandboxes WHERE id = $1")
+        .bind(id)
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+pub async fn schema_exists(pool: &PgPool, id: uuid::Uuid) -> bool {
+    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+        .bind(format!("sandbox_{}", id.simple()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Every key under a sandbox's Redis prefix.
+pub async fn sandbox_keys(
+    redis: &mut redis::aio::MultiplexedConnection,
+    id: uuid::Uuid,
+) -> Vec<String> {
+    redis::cmd("KEYS").arg(format!("sandbox:{{{id}}}:*")).query_async(redis).await.unwrap()
+}
+
+/// A copy of the shipped templates in a temporary directory, with `edit` applied to each file's
+/// text (by template file name, e.g. `discord-guild.toml`).
+pub fn templates_with(edit: impl Fn(&str, String) -> String) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/deploy/templates");
+    for entry in std::fs::read_dir(shipped).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap().to_string_lossy().to_string();
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(dir.path().join(&name), edit(&name, text)).unwrap();
+    }
+    dir
+}
+
+pub fn uuid_of(id: &str) -> uuid::Uuid {
+    uuid::Uuid::parse_str(id).unwrap()
+}
