@@ -219,6 +219,8 @@ pub struct ReconcileConfig {
     pub interval: Duration,
     /// Sandboxes handled per pass and kind of work.
     pub batch_size: u32,
+    /// Sandboxes a pass works on at once (each teardown waits on PostgreSQL and Redis).
+    pub concurrency: usize,
     /// Schemas and Redis keys of unknown or destroyed sandboxes are removed once their sandbox
     /// id is older than this, so an in-flight create is never touched. Keep it above the longest
     /// boot timeout.
@@ -246,6 +248,7 @@ impl Default for ReconcileConfig {
             enabled: true,
             interval: Duration::from_secs(1),
             batch_size: 100,
+            concurrency: 4,
             orphan_grace: Duration::from_secs(10 * 60),
             orphan_interval: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),
@@ -338,6 +341,7 @@ impl Config {
             ("routing.max_guilds_per_sandbox", self.routing.max_guilds_per_sandbox as usize),
             ("reconcile.batch_size", self.reconcile.batch_size as usize),
             ("reconcile.refill_concurrency", self.reconcile.refill_concurrency),
+            ("reconcile.concurrency", self.reconcile.concurrency),
         ];
         for (name, value) in positive {
             if value == 0 {

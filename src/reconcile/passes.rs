@@ -1,6 +1,7 @@
 //! The reconciler's regular passes: expiry, idle and boot timeouts, unattended work, pool shrink.
 
 use chrono::Utc;
+use futures::StreamExt;
 
 use super::Reconciler;
 use crate::{
@@ -48,20 +49,22 @@ impl Reconciler {
     }
 
     async fn expire(&self) -> Result<()> {
-        for id in self.store().expired_sandboxes(self.config.batch_size).await? {
-            self.act_on(id, |sandbox, _| {
-                if sandbox.state == SandboxState::Running && sandbox.expire_at <= Utc::now() {
-                    Decision::Act {
-                        to: SandboxState::Expired,
-                        reason: reason::EXPIRED,
-                        last_error: None,
+        let expired = self.store().expired_sandboxes(self.config.batch_size).await?;
+        futures::stream::iter(expired)
+            .for_each_concurrent(self.config.concurrency, |id| {
+                self.act_on(id, |sandbox, _| {
+                    if sandbox.state == SandboxState::Running && sandbox.expire_at <= Utc::now() {
+                        Decision::Act {
+                            to: SandboxState::Expired,
+                            reason: reason::EXPIRED,
+                            last_error: None,
+                        }
+                    } else {
+                        Decision::Skip
                     }
-                } else {
-                    Decision::Skip
-                }
+                })
             })
             .await;
-        }
         Ok(())
     }
 
@@ -131,23 +134,32 @@ impl Reconciler {
 
     /// Finishes work nobody is doing: each sandbox is claimed first, so one replica does it.
     async fn finish_unattended(&self, me: i32) -> Result<()> {
-        for id in self.store().unattended_work(me, self.config.batch_size).await? {
-            if self.manager.replica().is_in_flight(id)
-                || !self.store().claim_unattended(id, me).await?
-            {
-                continue;
-            }
-            let Some(locked) = self.store().try_lock_sandbox(id).await? else { continue };
-            let sandbox = locked.release().await?;
-            // A destroy already under way keeps the reason it was started with.
-            let why = match sandbox.state {
-                SandboxState::Ready => reason::RELEASE_INTERRUPTED,
-                SandboxState::Failed => reason::PROVISIONING_FAILED,
-                _ => sandbox.destroy_reason.as_deref().unwrap_or(reason::EXPIRED),
-            };
-            tracing::info!(sandbox_id = %id, state = %sandbox.state, reason = why, "finishing unattended work");
-            self.destroy(id, &sandbox.tenant, why).await;
+        let unattended = self.store().unattended_work(me, self.config.batch_size).await?;
+        futures::stream::iter(unattended)
+            .for_each_concurrent(self.config.concurrency, |id| async move {
+                if let Err(error) = self.finish(id, me).await {
+                    tracing::warn!(sandbox_id = %id, %error, "finishing unattended work failed; retrying next pass");
+                }
+            })
+            .await;
+        Ok(())
+    }
+
+    async fn finish(&self, id: SandboxId, me: i32) -> Result<()> {
+        if self.manager.replica().is_in_flight(id) || !self.store().claim_unattended(id, me).await?
+        {
+            return Ok(());
         }
+        let Some(locked) = self.store().try_lock_sandbox(id).await? else { return Ok(()) };
+        let sandbox = locked.release().await?;
+        // A destroy already under way keeps the reason it was started with.
+        let why = match sandbox.state {
+            SandboxState::Ready => reason::RELEASE_INTERRUPTED,
+            SandboxState::Failed => reason::PROVISIONING_FAILED,
+            _ => sandbox.destroy_reason.as_deref().unwrap_or(reason::EXPIRED),
+        };
+        tracing::info!(sandbox_id = %id, state = %sandbox.state, reason = why, "finishing unattended work");
+        self.destroy(id, &sandbox.tenant, why).await;
         Ok(())
     }
 

@@ -266,7 +266,7 @@ impl Drop for TestApp {
     }
 }
 
-async fn cleanup(database_name: String, database_url: String, key_prefix: String) {
+pub async fn cleanup(database_name: String, database_url: String, key_prefix: String) {
     let mut patterns = vec![format!("{key_prefix}*")];
     if let Ok(mut conn) = PgConnection::connect(&database_url).await {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM sandboxes")
