@@ -32,7 +32,16 @@ pub struct App {
     pub events: EventHub,
     /// Cancelled when the server starts shutting down.
     pub shutdown: CancellationToken,
-    ready: AtomicBool,
+    readiness: Readiness,
+}
+
+/// What the readiness probe last saw, per dependency.
+#[derive(Default)]
+struct Readiness {
+    /// Migrations ran, templates checked, routing table loaded.
+    initialized: AtomicBool,
+    postgres: AtomicBool,
+    redis: AtomicBool,
 }
 
 impl App {
@@ -78,23 +87,54 @@ impl App {
             templates,
             events,
             shutdown,
-            ready: AtomicBool::new(false),
+            readiness: Readiness::default(),
         }))
     }
 
+    /// Everything answers: what SandboxControl and SyncService need.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+        let readiness = &self.readiness;
+        readiness.initialized.load(Ordering::Acquire)
+            && readiness.postgres.load(Ordering::Acquire)
+            && readiness.redis.load(Ordering::Acquire)
     }
 
-    pub(crate) fn set_ready(&self, ready: bool) {
-        self.ready.store(ready, Ordering::Release);
+    /// GuildRouting answers from its in-memory table, which needs neither Redis nor, for a
+    /// while, PostgreSQL: it may answer while the table is loaded and caught up within
+    /// `routing.max_staleness`.
+    pub fn routing_is_ready(&self) -> bool {
+        self.readiness.initialized.load(Ordering::Acquire)
+            && self
+                .routing
+                .table()
+                .staleness()
+                .is_some_and(|age| age <= self.config.routing.max_staleness)
+    }
+
+    pub(crate) fn set_readiness(&self, initialized: bool, postgres: bool, redis: bool) {
+        let readiness = &self.readiness;
+        readiness.initialized.store(initialized, Ordering::Release);
+        readiness.postgres.store(postgres, Ordering::Release);
+        readiness.redis.store(redis, Ordering::Release);
     }
 
     /// Authenticates the caller of an RPC; refuses while dependencies are not ready.
     pub async fn principal<T>(&self, request: &Request<T>) -> Result<Principal> {
         if !self.is_ready() {
             return Err(Error::NotReady(
-                "sandboxd is not ready: PostgreSQL or Redis is not answering yet; retry shortly",
+                "sandboxd is not ready: PostgreSQL or Redis is not answering; retry shortly",
+            ));
+        }
+        self.auth.authenticate(request.metadata()).await
+    }
+
+    /// Authenticates the caller of a routing RPC served from memory (resolves): works while
+    /// Redis is down, and while PostgreSQL is down for up to `routing.max_staleness` (for keys
+    /// already verified, which are cached).
+    pub async fn routing_principal<T>(&self, request: &Request<T>) -> Result<Principal> {
+        if !self.routing_is_ready() {
+            return Err(Error::NotReady(
+                "the routing table is not loaded yet, or PostgreSQL has been unreachable for longer than routing.max_staleness; retry shortly",
             ));
         }
         self.auth.authenticate(request.metadata()).await

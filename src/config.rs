@@ -200,11 +200,20 @@ pub struct RoutingConfig {
     /// Safety-net interval at which each replica re-reads route changes even without a NOTIFY.
     #[serde(with = "humantime_serde")]
     pub sync_interval: Duration,
+    /// Resolves keep answering from the in-memory table while PostgreSQL is unreachable, for at
+    /// most this long after the table last caught up; then they answer UNAVAILABLE. Keep it above
+    /// `sync_interval`.
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Duration,
 }
 
 impl Default for RoutingConfig {
     fn default() -> Self {
-        Self { max_guilds_per_sandbox: 10, sync_interval: Duration::from_secs(5) }
+        Self {
+            max_guilds_per_sandbox: 10,
+            sync_interval: Duration::from_secs(5),
+            max_staleness: Duration::from_secs(30),
+        }
     }
 }
 

@@ -1,14 +1,20 @@
-//! Flips health from real dependency probes: SERVING only while PostgreSQL and Redis answer.
-//! The first time PostgreSQL answers, migrations run and every template's SQL is checked; a
-//! template that fails is fatal (the server stops with that error logged). The routing table is
-//! loaded before the first SERVING.
+//! Flips health from real dependency probes, per service by what it needs: SandboxControl and
+//! SyncService (and the overall status) are SERVING only while PostgreSQL and Redis answer;
+//! GuildRouting, whose resolves are served from memory, while its routing table is loaded and
+//! caught up within `routing.max_staleness` (so a Redis outage does not take routing down, and a
+//! PostgreSQL outage only after that bound). The first time PostgreSQL answers, migrations run
+//! and every template's SQL is checked; a template that fails is fatal (the server stops with
+//! that error logged). The routing table is loaded before the first SERVING.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{app::App, server::set_all};
+use crate::{
+    app::App,
+    server::{GUILD_ROUTING, SERVICE_NAMES, set_all},
+};
 
 /// Returns an error only for a fatal startup problem, after asking the server to stop.
 pub async fn run(
@@ -18,7 +24,7 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let interval = app.config.server.readiness_interval;
     let mut initialized = false;
-    let mut last_ready = None;
+    let mut reported: HashMap<&'static str, ServingStatus> = HashMap::new();
     loop {
         if !initialized {
             match initialize(&app).await {
@@ -33,22 +39,33 @@ pub async fn run(
                 }
             }
         }
-        let ready = initialized && probe(&app).await;
-        if last_ready != Some(ready) && !shutdown.is_cancelled() {
-            let status = if ready { ServingStatus::Serving } else { ServingStatus::NotServing };
-            app.set_ready(ready);
-            set_all(&reporter, status).await;
-            tracing::info!(ready, "readiness changed");
-            last_ready = Some(ready);
+        let (postgres, redis) = probe(&app).await;
+        if !shutdown.is_cancelled() {
+            app.set_readiness(initialized, postgres, redis);
+            let everything = status(app.is_ready());
+            let routing = status(app.routing_is_ready());
+            for service in std::iter::once("").chain(SERVICE_NAMES) {
+                let wanted = if service == GUILD_ROUTING { routing } else { everything };
+                if reported.get(service) != Some(&wanted) {
+                    reporter.set_service_status(service, wanted).await;
+                    tracing::info!(service, status = ?wanted, postgres, redis, "readiness changed");
+                    reported.insert(service, wanted);
+                }
+            }
         }
         tokio::select! {
             () = shutdown.cancelled() => {
-                app.set_ready(false);
+                app.set_readiness(false, false, false);
+                set_all(&reporter, ServingStatus::NotServing).await;
                 return Ok(());
             }
             () = tokio::time::sleep(interval) => {}
         }
     }
+}
+
+fn status(ready: bool) -> ServingStatus {
+    if ready { ServingStatus::Serving } else { ServingStatus::NotServing }
 }
 
 enum InitError {
@@ -65,7 +82,7 @@ async fn initialize(app: &App) -> Result<(), InitError> {
     app.routing.table().rebuild(&app.store).await.map_err(|error| Retry(error.into()))
 }
 
-async fn probe(app: &App) -> bool {
+async fn probe(app: &App) -> (bool, bool) {
     let (postgres, redis) = tokio::join!(app.store.ping(), app.redis.ping());
     if let Err(error) = &postgres {
         tracing::warn!(%error, "PostgreSQL probe failed");
@@ -73,5 +90,5 @@ async fn probe(app: &App) -> bool {
     if let Err(error) = &redis {
         tracing::warn!(%error, "Redis probe failed");
     }
-    postgres.is_ok() && redis.is_ok()
+    (postgres.is_ok(), redis.is_ok())
 }

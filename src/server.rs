@@ -23,7 +23,9 @@ use crate::{
 
 /// Services reported by `grpc.health.v1.Health`, besides the overall status `""`.
 pub const SERVICE_NAMES: [&str; 3] =
-    ["sandboxd.v1.SandboxControl", "sandboxd.v1.GuildRouting", "sandboxd.v1.SyncService"];
+    ["sandboxd.v1.SandboxControl", GUILD_ROUTING, "sandboxd.v1.SyncService"];
+/// The service whose health follows the routing table rather than every dependency.
+pub const GUILD_ROUTING: &str = "sandboxd.v1.GuildRouting";
 
 /// A running server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {

@@ -57,7 +57,7 @@ impl GuildRouting for GuildRoutingApi {
         &self,
         request: Request<proto::ResolveGuildRequest>,
     ) -> Reply<proto::ResolveGuildResponse> {
-        let principal = self.app.principal(&request).await?;
+        let principal = self.app.routing_principal(&request).await?;
         let raw = request.into_inner().guild_id;
         let guild = guild_id("guild_id", &raw)?;
         let route = self.app.routing.resolve(&principal, guild);
@@ -70,7 +70,7 @@ impl GuildRouting for GuildRoutingApi {
         &self,
         request: Request<proto::ResolveGuildsRequest>,
     ) -> Reply<proto::ResolveGuildsResponse> {
-        let principal = self.app.principal(&request).await?;
+        let principal = self.app.routing_principal(&request).await?;
         let ids = request.into_inner().guild_ids;
         if ids.len() > MAX_RESOLVE_BATCH {
             let message =
@@ -120,7 +120,7 @@ impl GuildRouting for GuildRoutingApi {
         &self,
         request: Request<proto::WatchGuildRoutesRequest>,
     ) -> Reply<Self::WatchGuildRoutesStream> {
-        let principal = self.app.principal(&request).await?;
+        let principal = self.app.routing_principal(&request).await?;
         let token = request.into_inner().resume_token;
         let resume_after = match token.as_str() {
             "" => None,

@@ -6,7 +6,7 @@
 use std::{
     collections::HashMap,
     sync::{Arc, RwLock},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::sync::{
@@ -64,6 +64,8 @@ pub struct RoutingTable {
     routes: RwLock<Routes>,
     /// Serializes catch-ups so changes are applied once and in order.
     applying: Mutex<()>,
+    /// When the table last caught up with PostgreSQL (`None` before the first load).
+    synced_at: std::sync::Mutex<Option<Instant>>,
 }
 
 impl RoutingTable {
@@ -99,6 +101,15 @@ impl RoutingTable {
         self.len() == 0
     }
 
+    fn mark_synced(&self) {
+        *self.synced_at.lock().expect("routing sync time lock poisoned") = Some(Instant::now());
+    }
+
+    /// How long ago the table last caught up with PostgreSQL; `None` before it was loaded.
+    pub fn staleness(&self) -> Option<Duration> {
+        self.synced_at.lock().expect("routing sync time lock poisoned").map(|at| at.elapsed())
+    }
+
     /// Replaces the table with a fresh snapshot.
     pub async fn rebuild(&self, store: &Store) -> Result<()> {
         let _applying = self.applying.lock().await;
@@ -111,6 +122,7 @@ impl RoutingTable {
             })
             .collect();
         *self.routes.write().expect("routing table lock poisoned") = Routes { by_guild, position };
+        self.mark_synced();
         tracing::debug!(routes = records.len(), position, "routing table rebuilt");
         Ok(())
     }
@@ -121,7 +133,10 @@ impl RoutingTable {
         loop {
             let position = self.routes.read().expect("routing table lock poisoned").position;
             let changes = store.route_changes_after(position, None, CHANGE_BATCH).await?;
-            let Some(last) = changes.last().map(|change| change.id) else { return Ok(()) };
+            let Some(last) = changes.last().map(|change| change.id) else {
+                self.mark_synced();
+                return Ok(());
+            };
             let mut routes = self.routes.write().expect("routing table lock poisoned");
             for change in &changes {
                 let Ok(guild) = GuildId::parse("guild_id", &change.route.guild_id) else {
