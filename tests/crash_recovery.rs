@@ -395,14 +395,7 @@ async fn destroys_killed_while_waiting_on_drop_schema_finish_by_themselves() {
         .collect();
     // Every destroy is now blocked on DROP SCHEMA: its DESTROYING has committed.
     eventually("all four destroys to wait on DROP SCHEMA", Duration::from_secs(15), || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND wait_event_type = 'Lock' AND query ILIKE 'DROP SCHEMA%'",
-        )
-        .fetch_one(&pg)
-        .await
-        .unwrap();
-        waiting == 4
+        common::backends_waiting(&pg, "DROP SCHEMA%").await.len() == 4
     })
     .await;
     server.start_kill().unwrap();

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use common::{TestApp, create_request, destroy_request, error_reason};
 use sandboxd::proto::{RegisterGuildRequest, UnregisterGuildRequest};
-use sqlx::Connection;
 use tonic::Code;
 
 async fn deadlocks(pg: &sqlx::PgPool) -> i64 {
@@ -90,13 +89,7 @@ async fn a_statement_timeout_is_deadline_exceeded() {
     .await;
     let sandbox = app.owner().create_sandbox(create_request("held")).await.unwrap().into_inner();
     // Another session holds the sandbox row, so the destroy's lock waits past the timeout.
-    let mut holder = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query("SELECT 1 FROM sandboxes WHERE id = $1::uuid FOR UPDATE")
-        .bind(&sandbox.sandbox_id)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = common::hold_row_lock(&app.database_url, &sandbox.sandbox_id).await;
     let status =
         app.owner().destroy_sandbox(destroy_request(&sandbox.sandbox_id)).await.unwrap_err();
     assert_eq!(status.code(), Code::DeadlineExceeded, "{status:?}");
@@ -116,36 +109,19 @@ async fn a_killed_database_connection_is_unavailable_and_the_next_call_works() {
     })
     .await;
     let sandbox = app.owner().create_sandbox(create_request("killed")).await.unwrap().into_inner();
-    let mut holder = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
-    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
-    sqlx::query("SELECT 1 FROM sandboxes WHERE id = $1::uuid FOR UPDATE")
-        .bind(&sandbox.sandbox_id)
-        .execute(&mut holder)
-        .await
-        .unwrap();
+    let mut holder = common::hold_row_lock(&app.database_url, &sandbox.sandbox_id).await;
     let mut control = app.owner();
     let request = destroy_request(&sandbox.sandbox_id);
     let destroy = tokio::spawn(async move { control.destroy_sandbox(request).await });
     // The destroy's backend waits on the row lock; an administrator terminates it.
     let pg = app.pg().await;
     common::eventually("the destroy to wait on the row lock", Duration::from_secs(10), || async {
-        let waiting: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-               AND wait_event_type = 'Lock' AND query ILIKE '%FOR UPDATE%'",
-        )
-        .fetch_one(&pg)
-        .await
-        .unwrap();
-        waiting == 1
+        common::backends_waiting(&pg, "%FOR UPDATE%").await.len() == 1
     })
     .await;
-    sqlx::query(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database()
-           AND wait_event_type = 'Lock' AND query ILIKE '%FOR UPDATE%'",
-    )
-    .execute(&pg)
-    .await
-    .unwrap();
+    for pid in common::backends_waiting(&pg, "%FOR UPDATE%").await {
+        sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&pg).await.unwrap();
+    }
     let status = destroy.await.unwrap().unwrap_err();
     assert_eq!(status.code(), Code::Unavailable, "{status:?}");
     assert_eq!(error_reason(&status), "DEPENDENCY_UNAVAILABLE");

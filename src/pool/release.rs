@@ -14,7 +14,7 @@ use crate::{
     sandbox::{
         Sandbox, SandboxId, SandboxState,
         destroy::Teardown,
-        manager::{SandboxManager, check_etag, scope},
+        manager::{SandboxManager, check_etag},
     },
     store::sandbox_transitions::TransitionChange,
 };
@@ -36,13 +36,7 @@ impl SandboxManager {
         etag: Option<&str>,
     ) -> Result<Sandbox> {
         principal.require_manager()?;
-        let caller = scope(principal);
-        let teardown = Teardown {
-            tenant: caller.tenant.to_string(),
-            owner_scope: caller.owner.map(str::to_string),
-            actor: principal.actor(),
-            reason: String::new(),
-        };
+        let teardown = Teardown::for_caller(principal, "");
         let (manager, etag) = (self.clone(), etag.map(str::to_string));
         self.run_to_completion(
             async move { manager.hand_back(id, teardown, etag.as_deref()).await },

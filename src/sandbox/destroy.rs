@@ -33,6 +33,17 @@ pub(crate) struct Teardown {
 }
 
 impl Teardown {
+    /// A teardown on behalf of a caller, who sees only what its scope allows.
+    pub(crate) fn for_caller(principal: &Principal, reason: &str) -> Self {
+        let caller = scope(principal);
+        Self {
+            tenant: caller.tenant.to_string(),
+            owner_scope: caller.owner.map(str::to_string),
+            actor: principal.actor(),
+            reason: reason.to_string(),
+        }
+    }
+
     /// A teardown by the system (the reconciler, cleanup after a failed create).
     pub(crate) fn by_system(tenant: &str, reason: &str) -> Self {
         Self {
@@ -57,13 +68,8 @@ impl SandboxManager {
         etag: Option<&str>,
     ) -> Result<Sandbox> {
         principal.require_manager()?;
-        let caller = scope(principal);
-        let teardown = Teardown {
-            tenant: caller.tenant.to_string(),
-            owner_scope: caller.owner.map(str::to_string),
-            actor: principal.actor(),
-            reason: if reason.is_empty() { "requested by caller" } else { reason }.to_string(),
-        };
+        let reason = if reason.is_empty() { "requested by caller" } else { reason };
+        let teardown = Teardown::for_caller(principal, reason);
         let (manager, etag) = (self.clone(), etag.map(str::to_string));
         self.run_to_completion(
             async move { manager.tear_down(id, &teardown, etag.as_deref()).await },

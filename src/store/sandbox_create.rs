@@ -92,23 +92,11 @@ impl Store {
         pooled: bool,
         actor: &str,
     ) -> Result<CreateOutcome> {
-        let mut tx = self.pool().begin().await?;
         // The owner's quota lock comes right after the DDL, in the same round trip: concurrent
         // creates of this owner wait only for the insert and the commit.
-        let batch = format!(
-            "{};\nSELECT pg_advisory_xact_lock({})",
-            sandbox_schema::create_batch(new.id, template_sql),
-            owner_quota_lock_key(&new.tenant, &new.owner)
-        );
-        sandbox_schema::execute_template_batch(&mut tx, &batch).await?;
-        let outcome = insert(&mut tx, new, Birth::Running { live_quota }, actor).await?;
-        if let CreateOutcome::Created(_) = outcome {
-            if pooled {
-                pool_stats::count_miss(&mut tx, &new.template).await?;
-            }
-            tx.commit().await?;
-        }
-        Ok(outcome)
+        let lock = owner_quota_lock_key(&new.tenant, &new.owner);
+        let birth = Birth::Running { live_quota };
+        self.provision(new, template_sql, lock, birth, pooled, actor).await
     }
 
     /// Provisions a warm-pool member of `new.template` in one transaction: born READY, owned by
@@ -122,16 +110,34 @@ impl Store {
         bounds: PoolBounds,
         actor: &str,
     ) -> Result<CreateOutcome> {
+        let birth = Birth::Ready { min_ready: bounds.min_ready, max_size: bounds.max_size };
+        let lock = pool_lock_key(&new.template);
+        self.provision(new, template_sql, lock, birth, false, actor).await
+    }
+
+    /// The schema DDL and then, under the advisory lock `lock`, the row: one transaction,
+    /// committed only when the row was inserted. A cold create of a pooled template counts as
+    /// a pool miss in the same transaction.
+    async fn provision(
+        &self,
+        new: &NewSandbox,
+        template_sql: &str,
+        lock: i64,
+        birth: Birth<'_>,
+        count_miss: bool,
+        actor: &str,
+    ) -> Result<CreateOutcome> {
         let mut tx = self.pool().begin().await?;
         let batch = format!(
-            "{};\nSELECT pg_advisory_xact_lock({})",
-            sandbox_schema::create_batch(new.id, template_sql),
-            pool_lock_key(&new.template)
+            "{};\nSELECT pg_advisory_xact_lock({lock})",
+            sandbox_schema::create_batch(new.id, template_sql)
         );
         sandbox_schema::execute_template_batch(&mut tx, &batch).await?;
-        let birth = Birth::Ready { min_ready: bounds.min_ready, max_size: bounds.max_size };
         let outcome = insert(&mut tx, new, birth, actor).await?;
         if let CreateOutcome::Created(_) = outcome {
+            if count_miss {
+                pool_stats::count_miss(&mut tx, &new.template).await?;
+            }
             tx.commit().await?;
         }
         Ok(outcome)

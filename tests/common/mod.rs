@@ -421,3 +421,28 @@ pub fn templates_with(edit: impl Fn(&str, String) -> String) -> tempfile::TempDi
 pub fn uuid_of(id: &str) -> uuid::Uuid {
     uuid::Uuid::parse_str(id).unwrap()
 }
+
+/// Opens a transaction on another session that holds the sandbox's row lock (`FOR UPDATE`)
+/// until the returned connection runs ROLLBACK or is dropped.
+pub async fn hold_row_lock(database_url: &str, sandbox_id: &str) -> PgConnection {
+    let mut holder = PgConnection::connect(database_url).await.unwrap();
+    sqlx::query("BEGIN").execute(&mut holder).await.unwrap();
+    sqlx::query("SELECT 1 FROM sandboxes WHERE id = $1::uuid FOR UPDATE")
+        .bind(sandbox_id)
+        .execute(&mut holder)
+        .await
+        .unwrap();
+    holder
+}
+
+/// Backends of the test database waiting on a lock while running a query `LIKE pattern`.
+pub async fn backends_waiting(pool: &PgPool, pattern: &str) -> Vec<i32> {
+    sqlx::query_scalar(
+        "SELECT pid FROM pg_stat_activity WHERE datname = current_database()
+           AND wait_event_type = 'Lock' AND query ILIKE $1",
+    )
+    .bind(pattern)
+    .fetch_all(pool)
+    .await
+    .unwrap()
+}
