@@ -106,7 +106,10 @@ async fn routing_answers_from_the_last_table_while_postgres_is_down_then_refuses
     .await;
     let refused_after = cut_at.elapsed();
     let refusal = resolve(&app).await.unwrap_err();
-    assert!(refused_after >= Duration::from_secs(2), "refused after {refused_after:?}: {refusal:?}");
+    assert!(
+        refused_after >= Duration::from_secs(2),
+        "refused after {refused_after:?}: {refusal:?}"
+    );
     app.wait_for_health("sandboxd.v1.GuildRouting", ServingStatus::NotServing).await;
 
     postgres.open();
