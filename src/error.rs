@@ -16,6 +16,17 @@ pub const ERROR_DOMAIN: &str = "sandboxd";
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+/// The `ErrorInfo.reason` of a transaction PostgreSQL aborted as a deadlock victim or for a
+/// serialization failure (after the store's own retries).
+pub const DATABASE_CONTENTION: &str = "DATABASE_CONTENTION";
+
+impl Error {
+    /// A database deadlock or serialization failure: running the transaction again may succeed.
+    pub fn is_database_contention(&self) -> bool {
+        matches!(self, Error::Aborted { reason: DATABASE_CONTENTION, .. })
+    }
+}
+
 /// One invalid request field: the path of the field (`labels["env"]`) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FieldViolation {
@@ -212,8 +223,8 @@ impl From<sqlx::Error> for Error {
         let code = error.as_database_error().and_then(|db| db.code()).map(|c| c.into_owned());
         match code.as_deref().map(condition) {
             Some(Condition::Contention) => Error::Aborted {
-                reason: "CONCURRENT_MODIFICATION",
-                message: "a concurrent change in the database won; retry".into(),
+                reason: DATABASE_CONTENTION,
+                message: "a concurrent change in the database won (deadlock or serialization failure); retry".into(),
             },
             Some(Condition::Timeout) => Error::DeadlineExceeded {
                 dependency: "postgres",

@@ -93,10 +93,84 @@ impl Store {
     }
 }
 
+/// Attempts of a transaction PostgreSQL aborted for contention (deadlock victim, serialization
+/// failure) before the caller gets ABORTED.
+const CONTENTION_ATTEMPTS: u32 = 3;
+
+/// Runs a self-contained transaction again (after a short, jittered pause) when PostgreSQL
+/// aborted it for contention, a bounded number of times.
+pub(crate) async fn retry_on_contention<T, F, Fut>(mut transaction: F) -> crate::error::Result<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = crate::error::Result<T>>,
+{
+    let mut attempt = 1;
+    loop {
+        match transaction().await {
+            Err(error) if error.is_database_contention() && attempt < CONTENTION_ATTEMPTS => {
+                let pause = std::time::Duration::from_millis(
+                    rand::random_range(5..25) * u64::from(attempt),
+                );
+                tracing::debug!(attempt, ?pause, "transaction aborted for contention; retrying");
+                tokio::time::sleep(pause).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// Creates the database named in `url` if it does not exist yet (for first runs and `migrate`).
 pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
     if !Postgres::database_exists(url).await.context("checking whether the database exists")? {
         Postgres::create_database(url).await.context("creating the database")?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+    use crate::error::{DATABASE_CONTENTION, Error};
+
+    fn contention() -> Error {
+        Error::Aborted { reason: DATABASE_CONTENTION, message: "deadlock detected".into() }
+    }
+
+    #[tokio::test]
+    async fn contention_is_retried_a_bounded_number_of_times_then_reported() {
+        let attempts = AtomicU32::new(0);
+        let outcome: crate::error::Result<()> = retry_on_contention(|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            Err(contention())
+        })
+        .await;
+        assert!(outcome.unwrap_err().is_database_contention());
+        assert_eq!(attempts.load(Ordering::Relaxed), CONTENTION_ATTEMPTS);
+
+        let attempts = AtomicU32::new(0);
+        let outcome = retry_on_contention(|| async {
+            match attempts.fetch_add(1, Ordering::Relaxed) {
+                0 => Err(contention()),
+                _ => Ok("committed"),
+            }
+        })
+        .await;
+        assert_eq!(outcome.unwrap(), "committed");
+        assert_eq!(attempts.load(Ordering::Relaxed), 2, "a second attempt that succeeds is kept");
+    }
+
+    #[tokio::test]
+    async fn other_errors_are_not_retried() {
+        let attempts = AtomicU32::new(0);
+        let outcome: crate::error::Result<()> = retry_on_contention(|| async {
+            attempts.fetch_add(1, Ordering::Relaxed);
+            Err(Error::not_found("sandbox", "x"))
+        })
+        .await;
+        assert!(matches!(outcome, Err(Error::NotFound { .. })));
+        assert_eq!(attempts.load(Ordering::Relaxed), 1);
+    }
 }

@@ -42,8 +42,21 @@ impl Store {
     /// Claims the oldest ready member of `new.template` for `new` (whose id is ignored); `None`
     /// when the pool has no ready member. Quota, name and request-id rules are those of a cold
     /// create, and so are the refusals.
-    #[tracing::instrument(name = "store.pool.claim", skip_all, fields(template = %new.template))]
+    /// Retried when PostgreSQL aborts it for contention (see [`super::retry_on_contention`]).
     pub async fn claim_pool_member(
+        &self,
+        new: &NewSandbox,
+        live_quota: u32,
+        actor: &str,
+    ) -> Result<Option<CreateOutcome>> {
+        super::retry_on_contention(|| self.claim_pool_member_once(new, live_quota, actor)).await
+    }
+
+    /// Claims the oldest ready member of `new.template` for `new` (whose id is ignored); `None`
+    /// when the pool has no ready member. Quota, name and request-id rules are those of a cold
+    /// create, and so are the refusals.
+    #[tracing::instrument(name = "store.pool.claim", skip_all, fields(template = %new.template))]
+    async fn claim_pool_member_once(
         &self,
         new: &NewSandbox,
         live_quota: u32,

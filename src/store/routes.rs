@@ -133,8 +133,26 @@ impl Store {
     /// Maps `guild` to a RUNNING sandbox of `tenant`, holding at most `limit` guilds per
     /// sandbox. The sandbox row is locked, so a concurrent destroy waits for this to commit
     /// (and then removes the route with the state change).
-    #[tracing::instrument(name = "store.routes.register", skip(self))]
+    /// Retried when PostgreSQL aborts it for contention (see [`super::retry_on_contention`]).
     pub async fn register_route(
+        &self,
+        guild: GuildId,
+        sandbox_id: Uuid,
+        tenant: &str,
+        actor: &str,
+        limit: u32,
+    ) -> Result<Registered> {
+        super::retry_on_contention(|| {
+            self.register_route_once(guild, sandbox_id, tenant, actor, limit)
+        })
+        .await
+    }
+
+    /// Maps `guild` to a RUNNING sandbox of `tenant`, holding at most `limit` guilds per
+    /// sandbox. The sandbox row is locked, so a concurrent destroy waits for this to commit
+    /// (and then removes the route with the state change).
+    #[tracing::instrument(name = "store.routes.register", skip(self))]
+    async fn register_route_once(
         &self,
         guild: GuildId,
         sandbox_id: Uuid,
@@ -224,8 +242,21 @@ impl Store {
 
     /// Removes a route of `tenant` (for members, only of their own sandboxes); `None` when there
     /// was none to remove.
-    #[tracing::instrument(name = "store.routes.unregister", skip(self))]
+    /// Retried when PostgreSQL aborts it for contention (see [`super::retry_on_contention`]).
     pub async fn unregister_route(
+        &self,
+        guild: GuildId,
+        tenant: &str,
+        owner: Option<&str>,
+        actor: &str,
+    ) -> Result<Option<RouteRecord>> {
+        super::retry_on_contention(|| self.unregister_route_once(guild, tenant, owner, actor)).await
+    }
+
+    /// Removes a route of `tenant` (for members, only of their own sandboxes); `None` when there
+    /// was none to remove.
+    #[tracing::instrument(name = "store.routes.unregister", skip(self))]
+    async fn unregister_route_once(
         &self,
         guild: GuildId,
         tenant: &str,
