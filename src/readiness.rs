@@ -11,10 +11,21 @@ use std::{collections::HashMap, sync::Arc};
 use tokio_util::sync::CancellationToken;
 use tonic_health::{ServingStatus, server::HealthReporter};
 
-use crate::{
-    app::App,
-    server::{GUILD_ROUTING, SERVICE_NAMES, set_all},
-};
+use crate::app::App;
+
+/// Services reported by `grpc.health.v1.Health`, besides the overall status `""`.
+pub const SERVICE_NAMES: [&str; 3] =
+    ["sandboxd.v1.SandboxControl", GUILD_ROUTING, "sandboxd.v1.SyncService"];
+/// The service whose health follows the routing table rather than every dependency.
+pub const GUILD_ROUTING: &str = "sandboxd.v1.GuildRouting";
+
+/// Sets the overall status and every service's.
+pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
+    reporter.set_service_status("", status).await;
+    for name in SERVICE_NAMES {
+        reporter.set_service_status(name, status).await;
+    }
+}
 
 /// Returns an error only for a fatal startup problem, after asking the server to stop.
 pub async fn run(

@@ -7,7 +7,7 @@ use anyhow::Context;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Server, server::TcpIncoming};
-use tonic_health::{ServingStatus, server::HealthReporter};
+use tonic_health::ServingStatus;
 
 use crate::{
     api::{GuildRoutingApi, SandboxControlApi, SyncServiceApi},
@@ -17,15 +17,12 @@ use crate::{
         self, guild_routing_server::GuildRoutingServer,
         sandbox_control_server::SandboxControlServer, sync_service_server::SyncServiceServer,
     },
+    readiness::set_all,
     reconcile::Reconciler,
     store::routes::ROUTES_CHANNEL,
 };
 
-/// Services reported by `grpc.health.v1.Health`, besides the overall status `""`.
-pub const SERVICE_NAMES: [&str; 3] =
-    ["sandboxd.v1.SandboxControl", GUILD_ROUTING, "sandboxd.v1.SyncService"];
-/// The service whose health follows the routing table rather than every dependency.
-pub const GUILD_ROUTING: &str = "sandboxd.v1.GuildRouting";
+pub use crate::readiness::SERVICE_NAMES;
 
 /// A running server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
@@ -232,11 +229,4 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         last_to_stop,
         stopped,
     })
-}
-
-pub(crate) async fn set_all(reporter: &HealthReporter, status: ServingStatus) {
-    reporter.set_service_status("", status).await;
-    for name in SERVICE_NAMES {
-        reporter.set_service_status(name, status).await;
-    }
 }
