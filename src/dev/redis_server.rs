@@ -7,41 +7,30 @@ use tokio::process::{Child, Command};
 
 pub struct ThrowawayRedis {
     port: u16,
-    _child: Child,
+    dir: std::path::PathBuf,
+    child: Child,
 }
 
 impl ThrowawayRedis {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)?;
         let port = free_port()?;
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|error| match error.kind() {
-                std::io::ErrorKind::NotFound => anyhow::anyhow!(
-                    "redis-server not found: install the Debian package `redis-server` \
-                     (apt-get install redis-server), or set REDIS_URL to a running server"
-                ),
-                _ => anyhow::Error::new(error).context("starting redis-server"),
-            })?;
-        let redis = Self { port, _child: child };
+        let child = spawn(port, dir)?;
+        let redis = Self { port, dir: dir.to_path_buf(), child };
         redis.wait_until_answering().await?;
         tracing::info!(port, "throwaway Redis started");
         Ok(redis)
+    }
+
+    /// Kills the server (SIGKILL: it loses everything, as it keeps nothing on disk).
+    pub async fn kill(&mut self) -> anyhow::Result<()> {
+        self.child.kill().await.context("killing redis-server")
+    }
+
+    /// Starts it again on the same port (after [`ThrowawayRedis::kill`]).
+    pub async fn start_again(&mut self) -> anyhow::Result<()> {
+        self.child = spawn(self.port, &self.dir)?;
+        self.wait_until_answering().await
     }
 
     pub fn url(&self) -> String {
@@ -63,6 +52,33 @@ impl ThrowawayRedis {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
+}
+
+fn spawn(port: u16, dir: &Path) -> anyhow::Result<Child> {
+    Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => anyhow::anyhow!(
+                "redis-server not found: install the Debian package `redis-server` \
+                 (apt-get install redis-server), or set REDIS_URL to a running server"
+            ),
+            _ => anyhow::Error::new(error).context("starting redis-server"),
+        })
 }
 
 /// A port that was free a moment ago (the OS picks it; a tiny race remains).

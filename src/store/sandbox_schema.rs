@@ -78,6 +78,12 @@ pub(super) async fn drop_in(conn: &mut PgConnection, id: SandboxId) -> Result<()
 
 /// A template SQL failure is a server-side (operator) problem, reported with PostgreSQL's message.
 fn template_error(error: sqlx::Error) -> Error {
+    use super::pg_codes::{Condition, condition};
+    let code = error.as_database_error().and_then(|db| db.code()).map(|code| code.into_owned());
+    if code.as_deref().map(condition).is_some_and(|c| c != Condition::Other) {
+        // Not the template's fault: the server went away, timed out or lost a race.
+        return error.into();
+    }
     match error.as_database_error() {
         Some(db_error) => Error::Internal(anyhow::anyhow!(
             "template SQL failed: {} (SQLSTATE {})",
