@@ -54,14 +54,12 @@ impl SandboxManager {
         Ok(added)
     }
 
-    /// Ready members of templates whose pool is disabled (it was enabled when they were made),
-    /// with their template: the reconciler tears them down.
-    pub(crate) async fn surplus_members(&self) -> Result<Vec<(SandboxId, String)>> {
+    /// Ready members of templates whose pool is disabled (it was enabled when they were made):
+    /// the reconciler tears them down.
+    pub(crate) async fn surplus_members(&self) -> Result<Vec<SandboxId>> {
         let mut surplus = Vec::new();
         for template in self.templates.iter().filter(|t| !t.pool.enabled) {
-            for id in self.store.surplus_pool_members(&template.name, 0).await? {
-                surplus.push((id, template.name.clone()));
-            }
+            surplus.extend(self.store.surplus_pool_members(&template.name, 0).await?);
         }
         Ok(surplus)
     }

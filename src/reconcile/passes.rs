@@ -172,7 +172,7 @@ impl Reconciler {
                 return;
             }
         };
-        for (id, _template) in surplus {
+        for id in surplus {
             self.destroy(id, "", reason::POOL_DISABLED).await;
         }
     }
