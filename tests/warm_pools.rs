@@ -288,3 +288,31 @@ async fn pool_status_is_the_same_on_every_replica_and_survives_a_restart() {
     assert_eq!(client.get_pool_status(unknown).await.unwrap_err().code(), Code::NotFound);
     replica.shutdown().await.unwrap();
 }
+
+#[tokio::test]
+async fn ready_members_of_a_pool_that_was_disabled_are_destroyed() {
+    let (mut app, templates) = pooled_app(2, 10, |_| {}).await;
+    wait_for_ready(&app, 2).await;
+    app.shutdown().await.unwrap();
+    // The operator turns the pool off and restarts.
+    let file = templates.path().join("discord-guild.toml");
+    let text = std::fs::read_to_string(&file).unwrap().replace("enabled = true", "enabled = false");
+    std::fs::write(&file, text).unwrap();
+    let (replica, _client) = app.replica().await;
+    let pg = app.pg().await;
+    eventually("the ready members to be destroyed", Duration::from_secs(15), || async {
+        let reasons: Vec<Option<String>> =
+            sqlx::query_scalar("SELECT destroy_reason FROM sandboxes WHERE state = 'DESTROYED'")
+                .fetch_all(&pg)
+                .await
+                .unwrap();
+        reasons.len() == 2 && reasons.iter().all(|r| r.as_deref() == Some("pool_disabled"))
+    })
+    .await;
+    let (ready,): (i64,) = sqlx::query_as("SELECT count(*) FROM sandboxes WHERE state = 'READY'")
+        .fetch_one(&pg)
+        .await
+        .unwrap();
+    assert_eq!(ready, 0);
+    replica.shutdown().await.unwrap();
+}
