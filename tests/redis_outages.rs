@@ -127,3 +127,31 @@ async fn a_create_that_failed_does_not_hold_its_request_id() {
         [("DESTROYED".into(), None), ("RUNNING".into(), Some("retry-me".into()))]
     );
 }
+
+#[tokio::test]
+async fn a_destroy_stopped_by_a_redis_outage_is_finished_by_the_reconciler() {
+    let (app, redis) = app_behind_gate().await;
+    let sandbox = app.owner().create_sandbox(create_request("later")).await.unwrap().into_inner();
+    let id = uuid::Uuid::parse_str(&sandbox.sandbox_id).unwrap();
+    redis.close();
+    let status = app.owner().destroy_sandbox(common::destroy_request(&sandbox.sandbox_id)).await;
+    assert_eq!(status.unwrap_err().code(), Code::Unavailable);
+    let pg = app.pg().await;
+    assert_eq!(common::state_of(&pg, id).await, "DESTROYING");
+
+    // Nobody calls destroy again: once Redis is back, the reconciler finishes it.
+    redis.open();
+    common::eventually("the reconciler to finish the destroy", Duration::from_secs(15), || async {
+        common::state_of(&pg, id).await == "DESTROYED"
+    })
+    .await;
+    assert!(!common::schema_exists(&pg, id).await);
+    let actor: String = sqlx::query_scalar(
+        "SELECT actor FROM audit_events WHERE sandbox_id = $1 AND event_type = 'sandbox_destroyed'",
+    )
+    .bind(id)
+    .fetch_one(&pg)
+    .await
+    .unwrap();
+    assert_eq!(actor, "system");
+}
