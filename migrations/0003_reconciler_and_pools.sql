@@ -12,7 +12,7 @@ ALTER TABLE sandboxes ADD COLUMN from_pool boolean NOT NULL DEFAULT false;
 ALTER TABLE sandboxes ADD COLUMN idle_noticed_at timestamptz;
 
 -- Ready pool members, oldest first (claims take the oldest).
-CREATE INDEX sandboxes_pool_ready_idx ON sandboxes (template, created_at)
+CREATE INDEX sandboxes_pool_ready_idx ON sandboxes (template, created_at, id)
     WHERE state = 'READY' AND tenant = '';
 -- Expiry and idle scans.
 CREATE INDEX sandboxes_running_expire_idx ON sandboxes (expire_at) WHERE state = 'RUNNING';

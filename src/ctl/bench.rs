@@ -23,6 +23,9 @@ pub enum BenchCommand {
     Lifecycle(LifecycleArgs),
     /// ResolveGuild over N mapped guilds beside a no-op RPC (health Check) as the ceiling.
     Resolve(super::bench_resolve::ResolveArgs),
+    /// Warm-pool claims: latency and claims/s at several concurrencies beside cold creates,
+    /// bursts as wide as the pool, and a steady claim → use → release loop with its reuse rate.
+    Claims(super::bench_pool::ClaimsArgs),
 }
 
 #[derive(Args)]
@@ -49,6 +52,7 @@ pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> 
     match command {
         BenchCommand::Lifecycle(args) => lifecycle(connection.control(), args, json).await,
         BenchCommand::Resolve(args) => super::bench_resolve::run(connection, args, json).await,
+        BenchCommand::Claims(args) => super::bench_pool::run(connection, args, json).await,
     }
 }
 

@@ -2,8 +2,8 @@
 //! it is also a worked example of calling sandboxd from Rust.
 
 mod bench;
-mod bench_resolve;
 mod bench_pool;
+mod bench_resolve;
 mod output;
 mod pool;
 mod routes;
@@ -54,7 +54,7 @@ enum Command {
         #[command(subcommand)]
         command: pool::PoolCommand,
     },
-    /// Benchmarks against the server (e.g. `bench lifecycle`).
+    /// Benchmarks against the server (`bench lifecycle`, `bench resolve`, `bench claims`).
     Bench {
         #[command(subcommand)]
         command: bench::BenchCommand,

@@ -143,7 +143,14 @@ pub fn pool_status(pools: &[PoolStatus], as_json: bool) {
         };
         println!(
             "{:<16} {:<4} {:>9} {:>8} {:>6} {:>6} {:>8} {:>8} {:>6}",
-            p.template, pool, min_ready, max_size, p.ready_count, p.in_use_count, p.hits, p.misses,
+            p.template,
+            pool,
+            min_ready,
+            max_size,
+            p.ready_count,
+            p.in_use_count,
+            p.hits,
+            p.misses,
             reuse
         );
     }

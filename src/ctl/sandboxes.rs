@@ -11,7 +11,8 @@ use crate::proto::{
     CreateSandboxRequest, DestroySandboxRequest, EnsureSandboxRequest, ExtendSandboxRequest,
     GetConnectionDetailsRequest, GetSandboxHealthRequest, GetSandboxRequest, GetSchemaStatsRequest,
     ListAuditEventsRequest, ListSandboxesRequest, ListTemplatesRequest, ReleaseSandboxRequest,
-    Sandbox, SandboxState, WatchSandboxesRequest, extend_sandbox_request::Extension, get_sandbox_request::Selector,
+    Sandbox, SandboxState, WatchSandboxesRequest, extend_sandbox_request::Extension,
+    get_sandbox_request::Selector,
 };
 
 #[derive(Subcommand)]

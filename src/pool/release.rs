@@ -55,6 +55,15 @@ impl SandboxManager {
             tenant: &teardown.tenant,
             owner: teardown.owner_scope.as_deref(),
         };
+        // The verdict reads the pool's figures before the row is locked: holding the row's
+        // connection while waiting for a second one would let concurrent releases exhaust the
+        // pool. The template and pool membership it depends on do not change under the lock.
+        let seen = self
+            .store
+            .get_sandbox(scope, id)
+            .await?
+            .ok_or_else(|| Error::not_found("sandbox", id.to_string()))?;
+        let verdict = self.verdict(&seen).await?;
         let mut locked = self
             .store
             .lock_sandbox(scope, id)
@@ -71,7 +80,6 @@ impl SandboxManager {
             });
         }
         check_etag(&sandbox, etag)?;
-        let verdict = self.verdict(&sandbox).await?;
         if let Verdict::Destroy(reason) = verdict {
             locked.release().await?;
             teardown.reason = reason.into();

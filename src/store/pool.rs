@@ -63,9 +63,13 @@ impl Store {
         actor: &str,
     ) -> Result<Option<CreateOutcome>> {
         let mut tx = self.pool().begin().await?;
+        // The claim statement is planned again on every execution otherwise (a third of
+        // PostgreSQL's time per claim, measured); its plan does not depend on the values. One
+        // simple-query round trip with the quota lock.
         tx.execute(
             format!(
-                "SELECT pg_advisory_xact_lock({})",
+                "SET LOCAL plan_cache_mode = force_generic_plan;
+                 SELECT pg_advisory_xact_lock({})",
                 owner_quota_lock_key(&new.tenant, &new.owner)
             )
             .as_str(),
