@@ -256,8 +256,8 @@ impl Default for ReconcileConfig {
         Self {
             enabled: true,
             interval: Duration::from_secs(1),
-            batch_size: 100,
-            concurrency: 4,
+            batch_size: 500,
+            concurrency: 8,
             orphan_grace: Duration::from_secs(10 * 60),
             orphan_interval: Duration::from_secs(60),
             retention: Duration::from_secs(7 * 24 * 3600),

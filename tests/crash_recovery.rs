@@ -69,7 +69,7 @@ impl Deployment {
             .env("SANDBOXD_REDIS__KEY_PREFIX", &self.key_prefix)
             .env("SANDBOXD_TEMPLATES__DIR", self.templates.path())
             .env("SANDBOXD_SANDBOX__MAX_LIVE_PER_OWNER", "1000")
-            .env("SANDBOXD_RECONCILE__INTERVAL", "200ms")
+            .env("SANDBOXD_RECONCILE__INTERVAL", "1s")
             .env("SANDBOXD_RECONCILE__ORPHAN_GRACE", "300ms")
             .env("SANDBOXD_RECONCILE__ORPHAN_INTERVAL", "200ms")
             .env("SANDBOXD_TELEMETRY__LOG_FORMAT", "json")
@@ -332,7 +332,7 @@ async fn a_crash_under_load_converges_after_restart() {
 
     let (_server, _channel) = deployment.start().await;
     let took = wait_converged(&pg, &deployment.key_prefix).await;
-    eprintln!("converged {took:?} after SERVING (reconcile interval 200 ms)");
+    eprintln!("converged {took:?} after SERVING (reconcile interval 1 s, the default)");
 
     for id in &acknowledged_creates {
         let state: String = sqlx::query_scalar("SELECT state FROM sandboxes WHERE id = $1::uuid")

@@ -48,23 +48,32 @@ impl Reconciler {
     }
 
     /// Runs passes every `interval` until `shutdown`.
+    /// Runs passes every `interval` until `shutdown`, the first as soon as this replica is
+    /// registered as a worker (after a crash, leftovers are finished at once, not an interval
+    /// later).
     pub async fn run(&self, shutdown: CancellationToken) {
         let mut next_orphan_sweep = Instant::now();
         let mut next_pruning = Instant::now();
         loop {
+            let wait = match self.manager.replica().worker() {
+                Some(me) => {
+                    self.pass(me).await;
+                    if Instant::now() >= next_orphan_sweep {
+                        self.sweep_orphans().await;
+                        next_orphan_sweep = Instant::now() + self.config.orphan_interval;
+                    }
+                    if Instant::now() >= next_pruning {
+                        self.prune_logs().await;
+                        next_pruning = Instant::now() + self.config.retention_interval;
+                    }
+                    self.config.interval
+                }
+                // Not registered yet (PostgreSQL not answering): look again soon.
+                None => self.config.interval.min(Duration::from_millis(100)),
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(self.config.interval) => {}
-            }
-            let Some(me) = self.manager.replica().worker() else { continue };
-            self.pass(me).await;
-            if Instant::now() >= next_orphan_sweep {
-                self.sweep_orphans().await;
-                next_orphan_sweep = Instant::now() + self.config.orphan_interval;
-            }
-            if Instant::now() >= next_pruning {
-                self.prune_logs().await;
-                next_pruning = Instant::now() + self.config.retention_interval;
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
@@ -74,21 +83,23 @@ impl Reconciler {
     pub async fn run_pools(&self, shutdown: CancellationToken) {
         let wakeup = self.manager.pool_wakeup.clone();
         loop {
+            let wait = if self.manager.replica().worker().is_some() {
+                self.shrink_pools().await;
+                if self.config.pool_refill {
+                    match self.manager.refill_pools(self.config.refill_concurrency).await {
+                        Ok(0) => {}
+                        Ok(added) => tracing::debug!(added, "pools refilled"),
+                        Err(error) => tracing::warn!(%error, "pool refill failed"),
+                    }
+                }
+                self.config.interval
+            } else {
+                self.config.interval.min(Duration::from_millis(100))
+            };
             tokio::select! {
                 () = shutdown.cancelled() => return,
                 () = wakeup.notified() => {}
-                () = tokio::time::sleep(self.config.interval) => {}
-            }
-            if self.manager.replica().worker().is_none() {
-                continue;
-            }
-            self.shrink_pools().await;
-            if self.config.pool_refill {
-                match self.manager.refill_pools(self.config.refill_concurrency).await {
-                    Ok(0) => {}
-                    Ok(added) => tracing::debug!(added, "pools refilled"),
-                    Err(error) => tracing::warn!(%error, "pool refill failed"),
-                }
+                () = tokio::time::sleep(wait) => {}
             }
         }
     }
