@@ -14,6 +14,7 @@ use clap::{Args, Subcommand};
 use serde_json::json;
 use tonic::Status;
 
+use super::stats::{millis, percentile_ms};
 use super::{Client, Connection};
 use crate::proto::{CreateSandboxRequest, DestroySandboxRequest};
 
@@ -223,24 +224,11 @@ async fn create_and_destroy(
     Ok((created - started, created.elapsed()))
 }
 
-/// Nearest-rank percentile of sorted values, in milliseconds.
-pub(super) fn percentile_ms(sorted: &[Duration], fraction: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let rank = (fraction * sorted.len() as f64).ceil() as usize;
-    millis(sorted[rank.clamp(1, sorted.len()) - 1])
-}
-
 fn mean_ms(values: &[Duration]) -> f64 {
     if values.is_empty() {
         return 0.0;
     }
     millis(values.iter().sum::<Duration>()) / values.len() as f64
-}
-
-fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }
 
 fn errors_text(errors: &BTreeMap<String, u64>) -> String {

@@ -11,7 +11,7 @@ use serde_json::json;
 use tonic::{service::interceptor::InterceptedService, transport::Channel};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use super::{Bearer, Connection, bench::percentile_ms};
+use super::{Bearer, Connection, stats::percentile_ms};
 use crate::proto::{
     EnsureSandboxRequest, ListGuildRoutesRequest, RegisterGuildRequest, ResolveGuildRequest,
     RouteTarget, guild_routing_client::GuildRoutingClient,

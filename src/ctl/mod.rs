@@ -8,6 +8,7 @@ mod output;
 mod pool;
 mod routes;
 mod sandboxes;
+mod stats;
 
 use std::{process::ExitCode, time::Duration};
 

@@ -40,7 +40,7 @@ use clap::{Args, ValueEnum};
 use serde_json::{Value, json};
 use tonic::Status;
 
-use super::{Bearer, Client, Connection, bench::percentile_ms, output::describe_status};
+use super::{Bearer, Client, Connection, output::describe_status, stats::percentile_ms};
 use crate::proto::{
     CreateSandboxRequest, DestroySandboxRequest, GetPoolStatusRequest, GetSandboxRequest,
     PoolStatus, ReleaseSandboxRequest, SandboxState, get_sandbox_request::Selector,

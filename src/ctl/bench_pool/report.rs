@@ -1,6 +1,7 @@
 //! What `sandboxctl bench claims` measured, as tables and JSON.
 
 use super::*;
+pub(super) use crate::ctl::stats::millis;
 
 /// Figures of one warm or cold level.
 pub(super) struct Rounds {
@@ -282,10 +283,6 @@ pub(super) fn min_max(samples: &[i32]) -> (i32, i32) {
     let min = samples.iter().copied().min().unwrap_or(0);
     let max = samples.iter().copied().max().unwrap_or(0);
     (min, max)
-}
-
-pub(super) fn millis(duration: Duration) -> f64 {
-    duration.as_secs_f64() * 1000.0
 }
 
 pub(super) fn latency_json(sorted: &[Duration]) -> Value {
