@@ -56,8 +56,7 @@ impl SandboxManager {
             None => self.templates.iter().cloned().collect(),
         };
         let names: Vec<String> = templates.iter().map(|t| t.name.clone()).collect();
-        let mut figures: std::collections::HashMap<_, _> =
-            self.store.pool_figures(&names).await?.into_iter().collect();
+        let mut figures = self.store.pool_figures(&names).await?;
         Ok(templates
             .into_iter()
             .map(|template| {

@@ -28,8 +28,7 @@ impl SandboxManager {
             return Ok(0);
         }
         let names: Vec<String> = pooled.iter().map(|t| t.name.clone()).collect();
-        let figures: std::collections::HashMap<String, PoolFigures> =
-            self.store.pool_figures(&names).await?.into_iter().collect();
+        let figures = self.store.pool_figures(&names).await?;
         let mut jobs = Vec::new();
         for template in pooled {
             let current = figures.get(&template.name).cloned().unwrap_or_default();
@@ -59,7 +58,7 @@ impl SandboxManager {
     pub(crate) async fn surplus_members(&self) -> Result<Vec<SandboxId>> {
         let mut surplus = Vec::new();
         for template in self.templates.iter().filter(|t| !t.pool.enabled) {
-            surplus.extend(self.store.surplus_pool_members(&template.name, 0).await?);
+            surplus.extend(self.store.ready_pool_members(&template.name).await?);
         }
         Ok(surplus)
     }

@@ -16,7 +16,7 @@ use crate::{
         destroy::Teardown,
         manager::{SandboxManager, check_etag},
     },
-    store::sandbox_transitions::TransitionChange,
+    store::{pool::PoolFigures, sandbox_transitions::TransitionChange},
 };
 
 /// What to do with a sandbox being released.
@@ -125,7 +125,7 @@ impl SandboxManager {
             });
         }
         let figures = self.store.pool_figures(std::slice::from_ref(&template.name)).await?;
-        let members = figures.first().map_or(0, |(_, figures)| figures.members());
+        let members = figures.get(&template.name).map_or(0, PoolFigures::members);
         let others = members - i64::from(sandbox.from_pool);
         if others >= i64::from(template.pool.max_size) {
             return Ok(Verdict::Destroy("released; the pool is full"));

@@ -52,7 +52,7 @@ impl Reconciler {
         let expired = self.store().expired_sandboxes(self.config.batch_size).await?;
         futures::stream::iter(expired)
             .for_each_concurrent(self.config.concurrency, |id| {
-                self.act_on(id, |sandbox, _| {
+                self.act_on(id, |sandbox| {
                     if sandbox.state == SandboxState::Running && sandbox.expire_at <= Utc::now() {
                         Decision::Act {
                             to: SandboxState::Expired,
@@ -89,7 +89,7 @@ impl Reconciler {
                 continue;
             }
             let seen_activity = candidate.last_activity_at;
-            self.act_on(candidate.id, |sandbox, _| {
+            self.act_on(candidate.id, |sandbox| {
                 if sandbox.state == SandboxState::Running
                     && sandbox.last_activity_at == seen_activity
                 {
@@ -116,10 +116,15 @@ impl Reconciler {
         let overdue =
             self.store().overdue_provisioning(me, &timeouts, self.config.batch_size).await?;
         for id in overdue {
-            self.act_on(id, |sandbox, boot_timeout| {
+            self.act_on(id, |sandbox| {
                 if !matches!(sandbox.state, SandboxState::Pending | SandboxState::Creating) {
                     return Decision::Skip;
                 }
+                let boot_timeout = self
+                    .manager
+                    .templates()
+                    .get(&sandbox.template)
+                    .map_or(self.defaults().boot_timeout, |template| template.boot_timeout);
                 let last_error = format!(
                     "provisioning did not finish: {} for longer than the boot timeout ({}) or its worker stopped",
                     sandbox.state,
@@ -177,23 +182,17 @@ impl Reconciler {
         }
     }
 
-    /// Locks `id` without waiting (another replica holding it is on it), asks `decide` what it
-    /// needs given the sandbox and its template's boot timeout, moves it and destroys it.
+    /// Locks `id` without waiting (another replica holding it is on it), asks `decide` what the
+    /// sandbox needs as it is now, moves it and destroys it.
     async fn act_on(
         &self,
         id: SandboxId,
-        decide: impl FnOnce(&crate::sandbox::Sandbox, std::time::Duration) -> Decision,
+        decide: impl FnOnce(&crate::sandbox::Sandbox) -> Decision,
     ) {
         let outcome = async {
             let Some(_in_flight) = self.manager.replica().start(id) else { return Ok(()) };
             let Some(locked) = self.store().try_lock_sandbox(id).await? else { return Ok(()) };
-            let boot_timeout = self
-                .manager
-                .templates()
-                .get(&locked.sandbox().template)
-                .map_or(self.defaults().boot_timeout, |template| template.boot_timeout);
-            let Decision::Act { to, reason, last_error } = decide(locked.sandbox(), boot_timeout)
-            else {
+            let Decision::Act { to, reason, last_error } = decide(locked.sandbox()) else {
                 return locked.release().await.map(|_| ());
             };
             let tenant = locked.sandbox().tenant.clone();

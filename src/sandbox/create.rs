@@ -223,7 +223,7 @@ impl SandboxManager {
 
     /// Records a create that failed (row FAILED with the error) and cleans up after it. When not
     /// even the record can be written (PostgreSQL down), only the Redis namespace is removed.
-    pub(crate) async fn record_failure(&self, new: &NewSandbox, error: &Error, actor: &str) {
+    async fn record_failure(&self, new: &NewSandbox, error: &Error, actor: &str) {
         let last_error = error.with_cause();
         let worker = self.replica.worker();
         match self.store.record_failed_sandbox(new, &last_error, worker, actor).await {

@@ -9,6 +9,8 @@
 //! and the routes removed, still the caller's (so nobody can claim it yet); the Redis reset
 //! outside any database lock; then the row is handed back to the pool (`tenant = ''`).
 
+use std::collections::HashMap;
+
 use serde_json::json;
 use sqlx::{Executor, types::Json};
 
@@ -171,7 +173,7 @@ impl Store {
 
     /// Ready and in-use members and hit/miss counters of each template in `templates`.
     #[tracing::instrument(name = "store.pool.figures", skip(self))]
-    pub async fn pool_figures(&self, templates: &[String]) -> Result<Vec<(String, PoolFigures)>> {
+    pub async fn pool_figures(&self, templates: &[String]) -> Result<HashMap<String, PoolFigures>> {
         let rows: Vec<(String, i64, i64, i64, i64)> = sqlx::query_as(
             "SELECT t.template,
                     (SELECT count(*) FROM sandboxes
@@ -180,7 +182,7 @@ impl Store {
                      WHERE template = t.template AND state = 'RUNNING' AND from_pool),
                     coalesce((SELECT sum(hits) FROM pool_stats WHERE template = t.template), 0)::bigint,
                     coalesce((SELECT sum(misses) FROM pool_stats WHERE template = t.template), 0)::bigint
-             FROM unnest($1::text[]) AS t(template) ORDER BY t.template",
+             FROM unnest($1::text[]) AS t(template)",
         )
         .bind(templates)
         .fetch_all(self.pool())
@@ -193,15 +195,12 @@ impl Store {
             .collect())
     }
 
-    /// Ready members of a template beyond the newest `keep`, oldest first: what a shrunken or
-    /// disabled pool gives up.
-    pub async fn surplus_pool_members(&self, template: &str, keep: u32) -> Result<Vec<SandboxId>> {
+    /// The ready members of a template: what a disabled pool gives up.
+    pub async fn ready_pool_members(&self, template: &str) -> Result<Vec<SandboxId>> {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "SELECT id FROM sandboxes WHERE template = $1 AND state = 'READY' AND tenant = ''
-             ORDER BY created_at DESC, id DESC OFFSET $2",
+            "SELECT id FROM sandboxes WHERE template = $1 AND state = 'READY' AND tenant = ''",
         )
         .bind(template)
-        .bind(i64::from(keep))
         .fetch_all(self.pool())
         .await?;
         Ok(ids.into_iter().map(SandboxId::from_uuid).collect())

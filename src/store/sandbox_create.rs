@@ -67,7 +67,7 @@ enum Birth<'a> {
     /// Provisioned for a create: RUNNING, counted against the owner's quota.
     Running { live_quota: u32 },
     /// Provisioned for a warm pool: READY, owned by no tenant, within the pool's bounds.
-    Ready { min_ready: u32, max_size: u32 },
+    Ready(PoolBounds),
     /// Provisioning failed: FAILED with the error, counted against nothing, cleaned up by
     /// `worker`.
     Failed { last_error: &'a str, worker: Option<i32> },
@@ -110,7 +110,7 @@ impl Store {
         bounds: PoolBounds,
         actor: &str,
     ) -> Result<CreateOutcome> {
-        let birth = Birth::Ready { min_ready: bounds.min_ready, max_size: bounds.max_size };
+        let birth = Birth::Ready(bounds);
         let lock = pool_lock_key(&new.template);
         self.provision(new, template_sql, lock, birth, false, actor).await
     }
@@ -182,8 +182,9 @@ async fn insert(
             live_quota = Some(i64::from(quota));
             SandboxState::Running
         }
-        Birth::Ready { min_ready, max_size } => {
-            (pool_min, pool_max) = (Some(i64::from(min_ready)), Some(i64::from(max_size)));
+        Birth::Ready(bounds) => {
+            pool_min = Some(i64::from(bounds.min_ready));
+            pool_max = Some(i64::from(bounds.max_size));
             SandboxState::Ready
         }
         Birth::Failed { last_error: error, worker: failed_by } => {
