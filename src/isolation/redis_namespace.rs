@@ -143,15 +143,15 @@ impl RedisNamespace {
 /// A batch of the keyspace scan behind the orphan sweep.
 pub struct ScanBatch {
     pub next_cursor: u64,
-    /// Sandbox ids that have keys in this batch (each once).
-    pub ids: Vec<uuid::Uuid>,
+    /// The sandbox keys of this batch, by sandbox id.
+    pub keys: std::collections::BTreeMap<uuid::Uuid, Vec<String>>,
 }
 
 impl RedisNamespace {
-    /// One SCAN step over every sandbox key (`sandbox:{*`), reporting which sandboxes have keys.
-    /// The sweep's cost grows with the whole keyspace; it runs once per orphan interval.
-    pub async fn scan_sandbox_ids(&self, cursor: u64, count: usize) -> Result<ScanBatch> {
-        let (next_cursor, keys): (u64, Vec<String>) = self
+    /// One SCAN step over every sandbox key (`sandbox:{*`), grouped by sandbox. The sweep's cost
+    /// grows with the whole keyspace; it runs once per orphan interval.
+    pub async fn scan_sandbox_keys(&self, cursor: u64, count: usize) -> Result<ScanBatch> {
+        let (next_cursor, found): (u64, Vec<String>) = self
             .on_connection(async |conn| {
                 redis::cmd("SCAN")
                     .arg(cursor)
@@ -163,10 +163,23 @@ impl RedisNamespace {
                     .await
             })
             .await?;
-        let mut ids: Vec<uuid::Uuid> = keys.iter().filter_map(|key| sandbox_id_of(key)).collect();
-        ids.sort_unstable();
-        ids.dedup();
-        Ok(ScanBatch { next_cursor, ids })
+        let mut keys = std::collections::BTreeMap::<uuid::Uuid, Vec<String>>::new();
+        for key in found {
+            if let Some(id) = sandbox_id_of(&key) {
+                keys.entry(id).or_default().push(key);
+            }
+        }
+        Ok(ScanBatch { next_cursor, keys })
+    }
+
+    /// Unlinks keys the caller found with [`RedisNamespace::scan_sandbox_keys`]; returns how
+    /// many existed.
+    pub async fn unlink(&self, keys: &[String]) -> Result<u64> {
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        self.on_connection(async |conn| redis::cmd("UNLINK").arg(keys).query_async(conn).await)
+            .await
     }
 
     /// Whether the namespace marker of `id` says this deployment made it.

@@ -5,7 +5,10 @@
 //! does not know are removed only when their namespace marker names this deployment: other
 //! deployments may share the Redis.
 
-use std::time::{Duration, SystemTime};
+use std::{
+    collections::HashMap,
+    time::{Duration, SystemTime},
+};
 
 use super::Reconciler;
 use crate::{error::Result, sandbox::SandboxId, sandbox::SandboxState};
@@ -35,35 +38,53 @@ impl Reconciler {
         Ok(())
     }
 
+    /// One pass over the keyspace: every key of an orphaned sandbox is unlinked as the scan
+    /// finds it (SCAN returns every key that exists for the whole pass), so the cost is one pass
+    /// whatever the number of orphans. Each sandbox is judged once, at its first key, while its
+    /// namespace marker is still there; each removal is audited once, at the end.
     async fn remove_orphan_keys(&self) -> Result<()> {
         let redis = self.manager.redis();
+        // Sandbox id → `Some(its tenant, if known)` when orphaned, `None` when kept.
+        let mut judged: HashMap<uuid::Uuid, Option<Option<String>>> = HashMap::new();
+        let mut removed: HashMap<uuid::Uuid, u64> = HashMap::new();
         let mut cursor = 0;
         loop {
-            let batch = redis.scan_sandbox_ids(cursor, SCAN_COUNT).await?;
-            let old: Vec<uuid::Uuid> = batch
-                .ids
-                .into_iter()
-                .filter(|id| older_than(SandboxId::from_uuid(*id), self.config.orphan_grace))
-                .collect();
-            let states = self.store().sandbox_states(&old).await?;
-            for uuid in old {
+            let batch = redis.scan_sandbox_keys(cursor, SCAN_COUNT).await?;
+            let unjudged: Vec<uuid::Uuid> =
+                batch.keys.keys().filter(|id| !judged.contains_key(id)).copied().collect();
+            let states = self.store().sandbox_states(&unjudged).await?;
+            for uuid in unjudged {
                 let id = SandboxId::from_uuid(uuid);
-                let tenant = match states.get(&uuid) {
-                    Some((SandboxState::Destroyed, tenant)) => Some(tenant.as_str()),
-                    // Live or being finished by the other passes.
-                    Some(_) => continue,
-                    None if redis.is_ours(id).await? => None,
-                    None => continue,
+                let verdict = if !older_than(id, self.config.orphan_grace) {
+                    None
+                } else {
+                    match states.get(&uuid) {
+                        Some((SandboxState::Destroyed, tenant)) => Some(Some(tenant.clone())),
+                        // Live or being finished by the other passes.
+                        Some(_) => None,
+                        None if redis.is_ours(id).await? => Some(None),
+                        None => None,
+                    }
                 };
-                let removed = redis.purge(id).await?;
-                self.store().record_orphan_keys_removed(tenant, id, removed).await?;
-                tracing::info!(sandbox_id = %id, removed, "orphaned redis keys removed");
+                judged.insert(uuid, verdict);
+            }
+            for (uuid, keys) in &batch.keys {
+                if matches!(judged.get(uuid), Some(Some(_))) {
+                    *removed.entry(*uuid).or_default() += redis.unlink(keys).await?;
+                }
             }
             if batch.next_cursor == 0 {
-                return Ok(());
+                break;
             }
             cursor = batch.next_cursor;
         }
+        for (uuid, keys) in removed {
+            let Some(Some(tenant)) = judged.get(&uuid) else { continue };
+            let id = SandboxId::from_uuid(uuid);
+            self.store().record_orphan_keys_removed(tenant.as_deref(), id, keys).await?;
+            tracing::info!(sandbox_id = %id, removed = keys, "orphaned redis keys removed");
+        }
+        Ok(())
     }
 }
 
