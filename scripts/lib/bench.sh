@@ -83,3 +83,55 @@ bench_machine() {
   cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n 1)
   echo "$(nproc) cores ($cpu)"
 }
+
+# Builds the release binaries unless BENCH_SKIP_BUILD is set: scripts/bench-cost-growth builds
+# once and runs its parts on that build, so they all measure the same binaries even while the
+# working tree changes under them.
+bench_build() {
+  [ -n "${BENCH_SKIP_BUILD:-}" ] && return 0
+  echo "==> building (release)" >&2
+  cargo build --quiet --release --bins
+}
+
+# The code measured: short commit, "-dirty" when the working tree has uncommitted changes.
+bench_code() {
+  git describe --always --dirty 2>/dev/null || echo unknown
+}
+
+# sandboxctl against the server started last (bench_start_server), e.g. `bench_ctl route resolve 1`.
+bench_ctl() {
+  target/release/sandboxctl --addr "http://$bench_addr" --api-key "$bench_key" "$@"
+}
+
+# Sets bench_server_pin and bench_client_pin, the command prefixes placing the server and the
+# load generator: `bench_pin 0 1` pins them to CPUs 0 and 1 with taskset, `bench_pin "" ""`
+# leaves both to the scheduler.
+bench_pin() {
+  bench_server_pin=()
+  bench_client_pin=()
+  if [ -n "$1" ]; then
+    bench_server_pin=(taskset -c "$1")
+    bench_client_pin=(taskset -c "$2")
+  fi
+}
+
+# Starts the bare tonic Health server (`sandboxctl bench-bare-server`), prefixed by "$@" (e.g.
+# `taskset -c 0`); sets bench_bare_addr (http://host:port) and bench_bare_pid.
+bench_start_bare_server() {
+  local out="$bench_workdir/bare-$RANDOM.out"
+  "$@" target/release/sandboxctl bench-bare-server --listen 127.0.0.1:0 >"$out" 2>&1 &
+  bench_bare_pid=$!
+  bench_pids+=("$bench_bare_pid")
+  local _
+  for _ in $(seq 1 100); do
+    [ -s "$out" ] && break
+    sleep 0.1
+  done
+  bench_bare_addr="http://$(head -n 1 "$out")"
+  [[ "$bench_bare_addr" =~ ^http://[0-9.]+:[0-9]+$ ]] || { cat "$out" >&2; echo "error: the bare server did not start" >&2; exit 1; }
+}
+
+# Resident memory of a process in KiB (VmRSS from /proc/<pid>/status).
+bench_rss_kb() {
+  sed -n 's/^VmRSS:[[:space:]]*\([0-9]*\) kB$/\1/p' "/proc/$1/status"
+}

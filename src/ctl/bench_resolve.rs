@@ -1,20 +1,28 @@
 //! `sandboxctl bench resolve`: ResolveGuild against N mapped guilds at a fixed concurrency,
 //! beside a no-op RPC of the same server (`grpc.health.v1.Health/Check`) driven by the same
-//! client over the same connections, as the ceiling. Prints req/s and p50/p99/p999 of both and
-//! their ratios.
+//! client over the same connections, as the ceiling. With `--bare-addr`, the same Health/Check
+//! on a bare tonic server (`sandboxctl bench-bare-server`) is measured first, as a second
+//! ceiling without sandboxd's per-RPC layers. Prints req/s and p50/p99/p999 of each and their
+//! ratios.
 
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use futures::future::join_all;
-use serde_json::json;
-use tonic::{service::interceptor::InterceptedService, transport::Channel};
+use futures::future::{join_all, try_join_all};
+use tonic::{
+    service::interceptor::InterceptedService,
+    transport::{Channel, Endpoint},
+};
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-use super::{Bearer, Connection, stats::percentile_ms};
+mod report;
+
+use report::{Measured, report};
+
+use super::{Bearer, Connection};
 use crate::proto::{
     EnsureSandboxRequest, ListGuildRoutesRequest, RegisterGuildRequest, ResolveGuildRequest,
-    RouteTarget, guild_routing_client::GuildRoutingClient,
+    ResolveGuildsRequest, RouteTarget, guild_routing_client::GuildRoutingClient,
 };
 
 #[derive(Args)]
@@ -32,46 +40,102 @@ pub struct ResolveArgs {
     /// Measured time per RPC.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "10s")]
     duration: Duration,
-    /// Unmeasured time before each measurement.
+    /// Unmeasured time before each RPC's first slice.
     #[arg(long, value_parser = humantime::parse_duration, default_value = "2s")]
     warmup: Duration,
+    /// Slices each RPC's measured time is cut into, taken in turn (bare, Health/Check,
+    /// ResolveGuild, bare, ...), so that load from other processes on a shared machine, which
+    /// drifts over seconds, falls on every RPC alike and leaves the ratios less noisy.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    rounds: u32,
     /// Name of the sandbox the guilds are routed to (created when missing).
     #[arg(long, default_value = "bench-routes")]
     sandbox: String,
-}
-
-struct Measured {
-    rpc: &'static str,
-    requests: usize,
-    errors: usize,
-    elapsed: Duration,
-    latencies: Vec<Duration>,
-}
-
-impl Measured {
-    fn rate(&self) -> f64 {
-        self.requests as f64 / self.elapsed.as_secs_f64()
-    }
+    /// Guilds 1..=N were mapped out of band (scripts/bench-cost-resolve inserts them into
+    /// PostgreSQL in bulk, since registering a million through the RPC would take hours):
+    /// register nothing, only check that guilds 1 and N resolve to a sandbox.
+    #[arg(long)]
+    preloaded: bool,
+    /// A bare tonic Health server (`sandboxctl bench-bare-server`) to measure first, over as
+    /// many connections of its own, e.g. http://127.0.0.1:50099.
+    #[arg(long)]
+    bare_addr: Option<String>,
 }
 
 #[derive(Clone, Copy)]
 enum Rpc {
+    /// Health/Check of the bare tonic server.
+    BareHealthCheck,
     HealthCheck,
     Resolve,
 }
 
+impl Rpc {
+    fn name(self) -> &'static str {
+        match self {
+            Rpc::BareHealthCheck => "bare tonic Health/Check",
+            Rpc::HealthCheck => "grpc.health.v1.Health/Check",
+            Rpc::Resolve => "ResolveGuild",
+        }
+    }
+}
+
 pub async fn run(connection: &Connection, args: ResolveArgs, json: bool) -> anyhow::Result<()> {
-    set_up_routes(connection, &args).await?;
-    let mut channels = Vec::with_capacity(args.connections.max(1));
-    for _ in 0..args.connections.max(1) {
-        channels.push(connection.open_channel().await?);
+    if args.preloaded {
+        check_preloaded(connection, args.guilds).await?;
+    } else {
+        set_up_routes(connection, &args).await?;
     }
-    let noop = measure(Rpc::HealthCheck, &channels, connection.bearer(), &args).await;
-    let resolve = measure(Rpc::Resolve, &channels, connection.bearer(), &args).await;
-    report(&args, &noop, &resolve, json);
-    if noop.errors + resolve.errors > 0 {
-        anyhow::bail!("{} requests failed", noop.errors + resolve.errors);
+    let connections = args.connections.max(1);
+    let channels = try_join_all((0..connections).map(|_| connection.open_channel())).await?;
+    let bare_channels = match &args.bare_addr {
+        Some(addr) => {
+            let endpoint = Endpoint::from_shared(addr.clone())?;
+            try_join_all((0..connections).map(|_| endpoint.connect())).await?
+        }
+        None => Vec::new(),
+    };
+    let mut plan = vec![(Rpc::HealthCheck, &channels), (Rpc::Resolve, &channels)];
+    if !bare_channels.is_empty() {
+        plan.insert(0, (Rpc::BareHealthCheck, &bare_channels));
     }
+    let mut measured: Vec<Measured> =
+        plan.iter().map(|&(rpc, _)| Measured::new(rpc.name())).collect();
+    let slice = args.duration / args.rounds;
+    for round in 0..args.rounds {
+        let warmup = if round == 0 { args.warmup } else { Duration::ZERO };
+        for (total, &(rpc, channels)) in measured.iter_mut().zip(&plan) {
+            let bearer = connection.bearer();
+            total.add(measure(rpc, channels, bearer, &args, round, warmup, slice).await);
+        }
+    }
+    for total in &mut measured {
+        total.latencies.sort_unstable();
+    }
+    let resolve = measured.pop().expect("ResolveGuild is measured");
+    let noop = measured.pop().expect("Health/Check is measured");
+    let bare = measured.pop();
+    report(&args, bare.as_ref(), &noop, &resolve, json);
+    let errors = bare.map_or(0, |bare| bare.errors) + noop.errors + resolve.errors;
+    anyhow::ensure!(errors == 0, "{errors} requests failed");
+    Ok(())
+}
+
+/// With `--preloaded`: the first and the last guild must resolve to a sandbox (the table is
+/// loaded whole, so both mean all are there).
+async fn check_preloaded(connection: &Connection, guilds: u64) -> anyhow::Result<()> {
+    let request = ResolveGuildsRequest { guild_ids: vec!["1".into(), guilds.to_string()] };
+    let routes = connection.routing().resolve_guilds(request).await?.into_inner().routes;
+    let unrouted: Vec<String> = routes
+        .into_iter()
+        .filter(|route| route.target() != RouteTarget::Sandbox)
+        .map(|route| route.guild_id)
+        .collect();
+    anyhow::ensure!(
+        unrouted.is_empty(),
+        "--preloaded, but guild(s) {} resolve to no sandbox; map guilds 1..={guilds} first",
+        unrouted.join(", ")
+    );
     Ok(())
 }
 
@@ -135,13 +199,20 @@ async fn count_routes(connection: &Connection, sandbox_id: &str) -> anyhow::Resu
     }
 }
 
-async fn measure(rpc: Rpc, channels: &[Channel], bearer: Bearer, args: &ResolveArgs) -> Measured {
-    let name = match rpc {
-        Rpc::HealthCheck => "grpc.health.v1.Health/Check",
-        Rpc::Resolve => "ResolveGuild",
-    };
-    let warm_until = Instant::now() + args.warmup;
-    let stop_at = warm_until + args.duration;
+/// One slice: `args.concurrency` workers call `rpc` back to back for `warmup + duration`; the
+/// latencies of calls started after the warmup are kept (unsorted). `round` varies the guilds
+/// asked for, so no slice repeats another's lookups.
+async fn measure(
+    rpc: Rpc,
+    channels: &[Channel],
+    bearer: Bearer,
+    args: &ResolveArgs,
+    round: u32,
+    warmup: Duration,
+    duration: Duration,
+) -> Measured {
+    let warm_until = Instant::now() + warmup;
+    let stop_at = warm_until + duration;
     let workers = (0..args.concurrency).map(|worker| {
         let channel = channels[worker % channels.len()].clone();
         let mut health = HealthClient::new(channel.clone());
@@ -152,7 +223,8 @@ async fn measure(rpc: Rpc, channels: &[Channel], bearer: Bearer, args: &ResolveA
             let mut latencies = Vec::new();
             let mut errors = 0usize;
             // xorshift: cheap, deterministic per worker, spreads lookups over every guild.
-            let mut state = 0x9E37_79B9_7F4A_7C15u64 ^ (worker as u64 + 1);
+            let mut state =
+                0x9E37_79B9_7F4A_7C15u64 ^ (worker as u64 + 1 + u64::from(round) * (1 << 32));
             loop {
                 let now = Instant::now();
                 if now >= stop_at {
@@ -162,7 +234,7 @@ async fn measure(rpc: Rpc, channels: &[Channel], bearer: Bearer, args: &ResolveA
                 state ^= state >> 7;
                 state ^= state << 17;
                 let ok = match rpc {
-                    Rpc::HealthCheck => {
+                    Rpc::BareHealthCheck | Rpc::HealthCheck => {
                         health.check(HealthCheckRequest { service: String::new() }).await.is_ok()
                     }
                     Rpc::Resolve => {
@@ -193,47 +265,5 @@ async fn measure(rpc: Rpc, channels: &[Channel], bearer: Bearer, args: &ResolveA
         latencies.extend(worker_latencies);
         errors += worker_errors;
     }
-    latencies.sort_unstable();
-    Measured { rpc: name, requests: latencies.len(), errors, elapsed: args.duration, latencies }
-}
-
-fn report(args: &ResolveArgs, noop: &Measured, resolve: &Measured, json: bool) {
-    let p99 = |m: &Measured| percentile_ms(&m.latencies, 0.99);
-    let throughput_ratio = resolve.rate() / noop.rate();
-    let p99_ratio = p99(resolve) / p99(noop);
-    if json {
-        let row = |m: &Measured| {
-            json!({"rpc": m.rpc, "requests": m.requests, "errors": m.errors, "req_per_s": m.rate(),
-                   "p50_ms": percentile_ms(&m.latencies, 0.50), "p99_ms": p99(m),
-                   "p999_ms": percentile_ms(&m.latencies, 0.999)})
-        };
-        let report = json!({"concurrency": args.concurrency, "guilds": args.guilds,
-                            "connections": args.connections, "duration_s": args.duration.as_secs_f64(),
-                            "noop": row(noop), "resolve": row(resolve),
-                            "throughput_ratio": throughput_ratio, "p99_ratio": p99_ratio});
-        println!("{report:#}");
-        return;
-    }
-    println!(
-        "concurrency {}, {} mapped guilds, {} connection(s), {:?} per RPC",
-        args.concurrency, args.guilds, args.connections, args.duration
-    );
-    println!(
-        "{:<28} {:>10} {:>8} {:>9} {:>9} {:>9}",
-        "RPC", "req/s", "errors", "p50 ms", "p99 ms", "p999 ms"
-    );
-    for m in [noop, resolve] {
-        println!(
-            "{:<28} {:>10.0} {:>8} {:>9.3} {:>9.3} {:>9.3}",
-            m.rpc,
-            m.rate(),
-            m.errors,
-            percentile_ms(&m.latencies, 0.50),
-            p99(m),
-            percentile_ms(&m.latencies, 0.999)
-        );
-    }
-    println!(
-        "throughput ratio {throughput_ratio:.2} (goal >= 0.80)   p99 ratio {p99_ratio:.2} (goal <= 1.50)"
-    );
+    Measured { rpc: rpc.name(), requests: latencies.len(), errors, elapsed: duration, latencies }
 }

@@ -2,6 +2,7 @@
 //! it is also a worked example of calling sandboxd from Rust.
 
 mod bench;
+mod bench_bare;
 mod bench_pool;
 mod bench_resolve;
 mod output;
@@ -60,6 +61,9 @@ enum Command {
         #[command(subcommand)]
         command: bench::BenchCommand,
     },
+    /// A bare tonic Health server, the ceiling of `bench resolve --bare-addr`.
+    #[command(hide = true)]
+    BenchBareServer(bench_bare::BareServerArgs),
 }
 
 #[derive(Clone)]
@@ -134,11 +138,16 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    // A server, not a client: it connects to nothing.
+    if let Command::BenchBareServer(args) = cli.command {
+        return bench_bare::serve(args).await;
+    }
     let connection = connect(&cli).await?;
     match cli.command {
         Command::Sandbox(command) => sandboxes::run(&connection, command, cli.json).await,
         Command::Route { command } => routes::run(&connection, command, cli.json).await,
         Command::Pool { command } => pool::run(&connection, command, cli.json).await,
         Command::Bench { command } => bench::run(&connection, command, cli.json).await,
+        Command::BenchBareServer(_) => unreachable!("served above, before connecting"),
     }
 }
