@@ -27,6 +27,8 @@ pub enum BenchCommand {
     /// Warm-pool claims: latency and claims/s at several concurrencies beside cold creates,
     /// bursts as wide as the pool, and a steady claim → use → release loop with its reuse rate.
     Claims(super::bench_pool::ClaimsArgs),
+    /// ListSandboxes: the first page beside a page far down (1,000 pages deep by default).
+    Listing(super::bench_listing::ListingArgs),
 }
 
 #[derive(Args)]
@@ -54,6 +56,7 @@ pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> 
         BenchCommand::Lifecycle(args) => lifecycle(connection.control(), args, json).await,
         BenchCommand::Resolve(args) => super::bench_resolve::run(connection, args, json).await,
         BenchCommand::Claims(args) => super::bench_pool::run(connection, args, json).await,
+        BenchCommand::Listing(args) => super::bench_listing::run(connection, args, json).await,
     }
 }
 
