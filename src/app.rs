@@ -13,7 +13,7 @@ use crate::{
     config::Config,
     error::{Error, Result},
     events::EventHub,
-    isolation::{RedisNamespace, redis_pool},
+    isolation::{RedisNamespace, redis_client::RedisClient},
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     sandbox::SandboxManager,
@@ -50,8 +50,9 @@ impl App {
         let templates =
             Arc::new(TemplateCatalog::load_dir(&config.templates.dir, &config.sandbox)?);
         let store = Store::connect_lazy(&config.database)?;
-        let redis_pool = redis_pool::build_pool(&config.redis)?;
-        let redis = RedisNamespace::new(redis_pool, config.redis.timeout, &config.redis.key_prefix);
+        let redis_client = RedisClient::build(&config.redis)?;
+        let redis =
+            RedisNamespace::new(redis_client, config.redis.timeout, &config.redis.key_prefix);
         let auth = Authenticator::new(store.clone(), config.auth.mode, config.auth.key_cache_ttl);
         let shutdown = CancellationToken::new();
         let events = EventHub::default();

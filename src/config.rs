@@ -85,6 +85,9 @@ impl Default for DatabaseConfig {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RedisConfig {
+    /// `standalone`: one Redis server (or a primary behind a proxy). `cluster`: a Redis
+    /// Cluster, reached through `url` as the seed node; the other nodes are discovered.
+    pub mode: RedisMode,
     pub url: SecretUrl,
     pub pool_size: usize,
     /// Applies to waiting for, creating and recycling a pooled connection, and to each command.
@@ -98,12 +101,23 @@ pub struct RedisConfig {
 impl Default for RedisConfig {
     fn default() -> Self {
         Self {
+            mode: RedisMode::Standalone,
             url: SecretUrl("redis://127.0.0.1:6379".into()),
             pool_size: 32,
             timeout: Duration::from_secs(2),
             key_prefix: "sandboxd:".into(),
         }
     }
+}
+
+/// How sandboxd reaches Redis, and so how a destroyed sandbox's keys are found (see
+/// `isolation::redis_namespace`): on a cluster by reading the sandbox's one hash slot at destroy
+/// time, on a single server by a batched keyspace pass after DESTROYED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RedisMode {
+    Standalone,
+    Cluster,
 }
 
 /// Object store for workspace sync. Empty `endpoint` means the AWS default endpoint resolution.
@@ -238,6 +252,11 @@ pub struct ReconcileConfig {
     /// How often the orphan sweep runs (it lists every schema and scans Redis for sandbox keys).
     #[serde(with = "humantime_serde")]
     pub orphan_interval: Duration,
+    /// On a single Redis, the keys of destroyed sandboxes are removed by one keyspace pass for
+    /// all of them; passes start at most this often, and never more often than keeps their SCAN
+    /// work under a tenth of Redis' time (the gap after a pass is at least 9× its SCAN time).
+    #[serde(with = "humantime_serde")]
+    pub purge_interval: Duration,
     /// Audit events and route changes (the logs behind watch resume tokens) older than this are
     /// deleted; resuming from a deleted position answers OUT_OF_RANGE.
     #[serde(with = "humantime_serde")]
@@ -260,6 +279,7 @@ impl Default for ReconcileConfig {
             concurrency: 8,
             orphan_grace: Duration::from_secs(10 * 60),
             orphan_interval: Duration::from_secs(60),
+            purge_interval: Duration::from_secs(1),
             retention: Duration::from_secs(7 * 24 * 3600),
             retention_interval: Duration::from_secs(10 * 60),
             pool_refill: true,
@@ -368,6 +388,7 @@ impl Config {
             ("routing.sync_interval", self.routing.sync_interval),
             ("reconcile.interval", self.reconcile.interval),
             ("reconcile.orphan_interval", self.reconcile.orphan_interval),
+            ("reconcile.purge_interval", self.reconcile.purge_interval),
             ("reconcile.retention", self.reconcile.retention),
             ("reconcile.retention_interval", self.reconcile.retention_interval),
             ("sandbox.idle_timeout", self.sandbox.idle_timeout),

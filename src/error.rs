@@ -240,7 +240,10 @@ impl From<sqlx::Error> for Error {
 
 impl From<redis::RedisError> for Error {
     fn from(error: redis::RedisError) -> Self {
-        if error.is_io_error() || error.is_timeout() || error.is_connection_dropped() {
+        // Retryable: the connection or the server's state (I/O, timeouts, a cluster failing
+        // over or resharding, a server still loading); a plain error reply is not.
+        let retryable = !matches!(error.retry_method(), redis::RetryMethod::NoRetry);
+        if retryable || error.is_io_error() || error.is_timeout() || error.is_connection_dropped() {
             Error::unavailable("redis", error)
         } else {
             Error::Internal(anyhow::Error::new(error).context("redis command failed"))

@@ -147,8 +147,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             async move { reconciler.run(shutdown).await }
         }));
         background.push(tokio::spawn({
-            let shutdown = shutdown.clone();
+            let (reconciler, shutdown) = (reconciler.clone(), shutdown.clone());
             async move { reconciler.run_pools(shutdown).await }
+        }));
+        background.push(tokio::spawn({
+            let shutdown = shutdown.clone();
+            async move { reconciler.run_keyspace(shutdown).await }
         }));
     }
     let stopped = CancellationToken::new();

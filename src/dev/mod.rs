@@ -17,7 +17,7 @@ use crate::{
 };
 
 pub use postgres::ThrowawayPostgres;
-pub use redis_server::ThrowawayRedis;
+pub use redis_server::{ThrowawayRedis, free_port};
 pub use s3::InProcessS3;
 
 /// Dependencies the user already runs, from `DATABASE_URL` / `REDIS_URL`.

@@ -1,5 +1,7 @@
 //! Isolation of sandbox resources outside PostgreSQL (the schema DDL lives in the store).
 
+pub mod redis_client;
+pub mod redis_keyspace;
 pub mod redis_namespace;
 pub mod redis_pool;
 

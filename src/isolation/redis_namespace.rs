@@ -2,13 +2,34 @@
 //!
 //! Key patterns are built only from the validated sandbox id (hex digits and `-`), so no glob
 //! character from a request can reach `SCAN MATCH`.
+//!
+//! **Removing a sandbox's keys** costs what finding them costs, and that depends on the mode:
+//! - On **Redis Cluster** every key of a sandbox carries its hash tag, so all of them live in one
+//!   hash slot: [`RedisNamespace::purge`] reads that slot alone (`CLUSTER GETKEYSINSLOT` on its
+//!   master, about keyspace / 16384 unrelated keys) and unlinks the sandbox's. A destroy does
+//!   this before DESTROYED commits, so there DESTROYED means the keys are gone.
+//! - On **one server** only SCAN finds them, and one SCAN pass walks every key. A destroy
+//!   therefore does not remove them itself ([`RedisNamespace::purge_if_cheap`] answers `None`):
+//!   DESTROYED commits with the keys pending, and one keyspace pass of the reconciler removes the
+//!   keys of every sandbox destroyed before it started (see `reconcile::keyspace`). The state
+//!   model says so: a DESTROYED sandbox's keys are gone once its `keys_purged_at` is set, within
+//!   one pass (≥ `reconcile.purge_interval`) of DESTROYED. A release's reset must finish before
+//!   the member is reused, so it still scans ([`RedisNamespace::purge`]).
 
 use std::time::Duration;
 
-use redis::{AsyncCommands, RedisResult, aio::MultiplexedConnection};
+use redis::{
+    AsyncCommands, RedisResult,
+    cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr},
+};
 
-use super::redis_pool::{PooledRedis, RedisPool, may_have_broken};
+use super::{
+    redis_client::{RedisClient, RedisConn},
+    redis_keyspace::{self, KeyspaceScan, ScanBatch},
+    redis_pool::may_have_broken,
+};
 use crate::{
+    config::RedisMode,
     error::{Error, Result},
     sandbox::SandboxId,
 };
@@ -16,10 +37,12 @@ use crate::{
 /// The key sandboxd writes at creation; it marks the namespace as provisioned.
 const MARKER_SUFFIX: &str = "__sandboxd";
 const SCAN_BATCH: usize = 500;
+/// Keys read per `CLUSTER GETKEYSINSLOT` beyond the unrelated ones already seen in the slot.
+const SLOT_BATCH: usize = 1000;
 
 #[derive(Clone)]
 pub struct RedisNamespace {
-    pool: RedisPool,
+    client: RedisClient,
     timeout: Duration,
     /// Names this deployment in every namespace marker (sandboxd's own key prefix), so the
     /// orphan sweep touches only namespaces it made when several deployments share a Redis.
@@ -27,8 +50,12 @@ pub struct RedisNamespace {
 }
 
 impl RedisNamespace {
-    pub fn new(pool: RedisPool, timeout: Duration, deployment: &str) -> Self {
-        Self { pool, timeout, deployment: deployment.to_string() }
+    pub fn new(client: RedisClient, timeout: Duration, deployment: &str) -> Self {
+        Self { client, timeout, deployment: deployment.to_string() }
+    }
+
+    pub fn mode(&self) -> RedisMode {
+        self.client.mode()
     }
 
     pub fn marker_key(id: SandboxId) -> String {
@@ -48,9 +75,70 @@ impl RedisNamespace {
             .await
     }
 
-    /// Unlinks every key under the prefix (SCAN + UNLINK in batches); returns how many.
+    /// Unlinks every key of the sandbox now; returns how many. On a cluster this reads only the
+    /// sandbox's hash slot; on one server it scans the whole keyspace (module docs).
     #[tracing::instrument(name = "redis.namespace.purge", skip(self))]
     pub async fn purge(&self, id: SandboxId) -> Result<u64> {
+        match self.mode() {
+            RedisMode::Cluster => self.purge_slot(id).await,
+            RedisMode::Standalone => self.purge_by_scan(id).await,
+        }
+    }
+
+    /// The destroy path: removes the keys when that costs only this sandbox's keys (on a
+    /// cluster), `None` on one server, where the keyspace pass removes them after DESTROYED.
+    pub async fn purge_if_cheap(&self, id: SandboxId) -> Result<Option<u64>> {
+        match self.mode() {
+            RedisMode::Cluster => self.purge_slot(id).await.map(Some),
+            RedisMode::Standalone => Ok(None),
+        }
+    }
+
+    /// Unlinks the marker of a namespace nobody was given (a create refused after provisioning
+    /// it): sandboxd wrote no other key there, and no client knew the prefix.
+    pub async fn discard_marker(&self, id: SandboxId) -> Result<()> {
+        let marker = Self::marker_key(id);
+        self.on_connection(async |conn| conn.unlink::<_, u64>(&marker).await).await.map(|_| ())
+    }
+
+    /// The sandbox's keys from its hash slot, read on the slot's master in growing windows
+    /// until one window holds the whole slot; unrelated keys of the slot are skipped.
+    async fn purge_slot(&self, id: SandboxId) -> Result<u64> {
+        let prefix = id.redis_prefix();
+        let slot = redis_keyspace::hash_slot(&prefix);
+        let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(Route::new(
+            slot,
+            SlotAddr::Master,
+        )));
+        let (mut unrelated, mut removed) = (0usize, 0u64);
+        loop {
+            let window = unrelated + SLOT_BATCH;
+            let mut get_keys = redis::cmd("CLUSTER");
+            get_keys.arg("GETKEYSINSLOT").arg(slot).arg(window);
+            let (seen, unlinked, others) = self
+                .on_connection(async |conn| {
+                    let value = conn.route(get_keys, routing.clone()).await?;
+                    let keys: Vec<String> = redis::from_redis_value(value)?;
+                    let (ours, others): (Vec<&String>, Vec<&String>) =
+                        keys.iter().partition(|key| key.starts_with(&prefix));
+                    let unlinked: u64 = if ours.is_empty() {
+                        0
+                    } else {
+                        redis::cmd("UNLINK").arg(&ours).query_async(conn).await?
+                    };
+                    Ok((keys.len(), unlinked, others.len()))
+                })
+                .await?;
+            removed += unlinked;
+            if seen < window {
+                return Ok(removed);
+            }
+            unrelated = others;
+        }
+    }
+
+    /// SCAN MATCH over the whole keyspace of one server, unlinking in batches.
+    async fn purge_by_scan(&self, id: SandboxId) -> Result<u64> {
         let pattern = format!("{}*", id.redis_prefix());
         let mut cursor: u64 = 0;
         let mut removed = 0u64;
@@ -88,16 +176,14 @@ impl RedisNamespace {
             .map(|_| ())
     }
 
-    /// Runs `work` on a pooled connection, within the command timeout (per SCAN batch, for a
-    /// purge). A connection whose work failed in a way that may have broken it, or did not
-    /// answer in time, is discarded instead of going back to the pool, and so are the idle
-    /// ones: they were connected to the same server and are likely broken too, and the pool
-    /// hands out recently used connections without a ping.
+    /// Runs `work` on a connection, within the command timeout (per batch, for a purge or a
+    /// scan). A connection whose work failed in a way that may have broken it, or did not
+    /// answer in time, is discarded ([`RedisClient::discard`]).
     async fn on_connection<T>(
         &self,
-        work: impl AsyncFnOnce(&mut MultiplexedConnection) -> RedisResult<T>,
+        work: impl AsyncFnOnce(&mut RedisConn) -> RedisResult<T>,
     ) -> Result<T> {
-        let mut conn = self.pool.get().await?;
+        let mut conn = self.client.get().await?;
         let error = match tokio::time::timeout(self.timeout, work(&mut conn)).await {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) if !may_have_broken(&error) => return Err(error.into()),
@@ -106,8 +192,7 @@ impl RedisNamespace {
                 Error::unavailable("redis", anyhow::anyhow!("no answer within {:?}", self.timeout))
             }
         };
-        drop(PooledRedis::take(conn));
-        self.pool.retain(|_, _| false);
+        self.client.discard(conn).await;
         Err(error)
     }
 }
@@ -140,36 +225,47 @@ impl RedisNamespace {
     }
 }
 
-/// A batch of the keyspace scan behind the orphan sweep.
-pub struct ScanBatch {
-    pub next_cursor: u64,
-    /// The sandbox keys of this batch, by sandbox id.
-    pub keys: std::collections::BTreeMap<uuid::Uuid, Vec<String>>,
-}
-
 impl RedisNamespace {
-    /// One SCAN step over every sandbox key (`sandbox:{*`), grouped by sandbox. The sweep's cost
-    /// grows with the whole keyspace; it runs once per orphan interval.
-    pub async fn scan_sandbox_keys(&self, cursor: u64, count: usize) -> Result<ScanBatch> {
+    /// Starts a pass over every sandbox key (`sandbox:{*`) of the deployment: the one server,
+    /// or every master of the cluster in turn.
+    pub async fn scan_sandbox_keys(&self) -> Result<KeyspaceScan> {
+        let nodes = match self.mode() {
+            RedisMode::Standalone => vec![None],
+            RedisMode::Cluster => {
+                let listing: String = self
+                    .on_connection(async |conn| {
+                        redis::cmd("CLUSTER").arg("NODES").query_async(conn).await
+                    })
+                    .await?;
+                redis_keyspace::masters(&listing).into_iter().map(Some).collect()
+            }
+        };
+        Ok(KeyspaceScan::new(nodes))
+    }
+
+    /// The next SCAN step of `scan`, or `None` when the pass is complete. SCAN returns every key
+    /// that exists for the whole pass at least once; keys made or removed meanwhile may or may
+    /// not appear.
+    pub async fn next_batch(
+        &self,
+        scan: &mut KeyspaceScan,
+        count: usize,
+    ) -> Result<Option<ScanBatch>> {
+        let Some((node, cursor)) = scan.position() else { return Ok(None) };
+        let routing = RoutingInfo::SingleNode(match node {
+            Some((host, port)) => SingleNodeRoutingInfo::ByAddress { host, port },
+            None => SingleNodeRoutingInfo::Random,
+        });
+        let mut scan_cmd = redis::cmd("SCAN");
+        scan_cmd.arg(cursor).arg("MATCH").arg("sandbox:{*").arg("COUNT").arg(count);
         let (next_cursor, found): (u64, Vec<String>) = self
             .on_connection(async |conn| {
-                redis::cmd("SCAN")
-                    .arg(cursor)
-                    .arg("MATCH")
-                    .arg("sandbox:{*")
-                    .arg("COUNT")
-                    .arg(count)
-                    .query_async(conn)
-                    .await
+                let value = conn.route(scan_cmd, routing).await?;
+                Ok(redis::from_redis_value(value)?)
             })
             .await?;
-        let mut keys = std::collections::BTreeMap::<uuid::Uuid, Vec<String>>::new();
-        for key in found {
-            if let Some(id) = sandbox_id_of(&key) {
-                keys.entry(id).or_default().push(key);
-            }
-        }
-        Ok(ScanBatch { next_cursor, keys })
+        scan.advance(next_cursor);
+        Ok(Some(ScanBatch::of(found)))
     }
 
     /// Unlinks keys the caller found with [`RedisNamespace::scan_sandbox_keys`]; returns how
@@ -189,11 +285,4 @@ impl RedisNamespace {
             .await?;
         Ok(deployment.as_deref() == Some(self.deployment.as_str()))
     }
-}
-
-/// The sandbox id in a key `sandbox:{<uuid>}:…`.
-fn sandbox_id_of(key: &str) -> Option<uuid::Uuid> {
-    let rest = key.strip_prefix("sandbox:{")?;
-    let (id, _) = rest.split_once("}:")?;
-    (id.len() == 36).then(|| uuid::Uuid::try_parse(id).ok()).flatten()
 }

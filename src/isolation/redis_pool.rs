@@ -57,7 +57,7 @@ pub fn build_pool(config: &crate::config::RedisConfig) -> anyhow::Result<RedisPo
         .expose()
         .into_connection_info()
         .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?
-        .set_tcp_settings(redis::io::tcp::TcpSettings::default().set_nodelay(true));
+        .set_tcp_settings(tcp_settings());
     let client =
         redis::Client::open(info).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
     let connector = RedisConnector { client, ping_number: AtomicU64::new(0) };
@@ -69,6 +69,11 @@ pub fn build_pool(config: &crate::config::RedisConfig) -> anyhow::Result<RedisPo
         .runtime(deadpool::Runtime::Tokio1)
         .build()
         .map_err(|error| anyhow::anyhow!("building the Redis pool: {error}"))
+}
+
+/// TCP_NODELAY on (see the module docs), for single-server and cluster connections alike.
+pub fn tcp_settings() -> redis::io::tcp::TcpSettings {
+    redis::io::tcp::TcpSettings::default().set_nodelay(true)
 }
 
 /// Whether a failed command may have left its connection unusable.

@@ -11,14 +11,17 @@
 //! - finishes unattended work: EXPIRED, DESTROYING and FAILED sandboxes (and READY members whose
 //!   release did not finish) whose worker is gone or gave up.
 //!
-//! Less often it removes orphans (`orphans`) and prunes the logs behind resume tokens
-//! (`retention`). A separate loop keeps warm pools at `min_ready` (woken early by claims).
+//! Less often it removes orphaned schemas (`orphans`) and prunes the logs behind resume tokens
+//! (`retention`). A separate loop keeps warm pools at `min_ready` (woken early by claims), and
+//! another runs the Redis keyspace pass (`keyspace`: keys of destroyed sandboxes on a single
+//! server, and orphaned keys), in one replica at a time.
 //!
 //! Replicas coordinate through PostgreSQL only: a sandbox is changed under its row lock taken
 //! with `SKIP LOCKED` (so two replicas never both act on it), unattended work is claimed with a
 //! compare-and-set on its worker, and a worker's liveness is its advisory lock. Every action is
 //! audited with actor `system`.
 
+mod keyspace;
 mod orphans;
 mod passes;
 mod replica;
@@ -47,7 +50,6 @@ impl Reconciler {
         Self { manager, config, idle_confirmation }
     }
 
-    /// Runs passes every `interval` until `shutdown`.
     /// Runs passes every `interval` until `shutdown`, the first as soon as this replica is
     /// registered as a worker (after a crash, leftovers are finished at once, not an interval
     /// later).
@@ -55,25 +57,19 @@ impl Reconciler {
         let mut next_orphan_sweep = Instant::now();
         let mut next_pruning = Instant::now();
         loop {
-            let wait = match self.manager.replica().worker() {
-                Some(me) => {
-                    self.pass(me).await;
-                    if Instant::now() >= next_orphan_sweep {
-                        self.sweep_orphans().await;
-                        next_orphan_sweep = Instant::now() + self.config.orphan_interval;
-                    }
-                    if Instant::now() >= next_pruning {
-                        self.prune_logs().await;
-                        next_pruning = Instant::now() + self.config.retention_interval;
-                    }
-                    self.config.interval
+            if let Some(me) = self.manager.replica().worker() {
+                self.pass(me).await;
+                if Instant::now() >= next_orphan_sweep {
+                    self.sweep_orphans().await;
+                    next_orphan_sweep = Instant::now() + self.config.orphan_interval;
                 }
-                // Not registered yet (PostgreSQL not answering): look again soon.
-                None => self.config.interval.min(Duration::from_millis(100)),
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(wait) => {}
+                if Instant::now() >= next_pruning {
+                    self.prune_logs().await;
+                    next_pruning = Instant::now() + self.config.retention_interval;
+                }
+            }
+            if !self.pause(&shutdown, None).await {
+                return;
             }
         }
     }
@@ -83,7 +79,7 @@ impl Reconciler {
     pub async fn run_pools(&self, shutdown: CancellationToken) {
         let wakeup = self.manager.pool_wakeup.clone();
         loop {
-            let wait = if self.manager.replica().worker().is_some() {
+            if self.manager.replica().worker().is_some() {
                 self.shrink_pools().await;
                 if self.config.pool_refill {
                     match self.manager.refill_pools(self.config.refill_concurrency).await {
@@ -92,15 +88,52 @@ impl Reconciler {
                         Err(error) => tracing::warn!(%error, "pool refill failed"),
                     }
                 }
-                self.config.interval
-            } else {
-                self.config.interval.min(Duration::from_millis(100))
-            };
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = wakeup.notified() => {}
-                () = tokio::time::sleep(wait) => {}
             }
+            if !self.pause(&shutdown, Some(&wakeup)).await {
+                return;
+            }
+        }
+    }
+
+    /// Runs the keyspace pass (`keyspace.rs`) whenever this replica can claim it, looking every
+    /// `interval`, until `shutdown`. A pass in progress at shutdown is abandoned: nothing is
+    /// marked, and its claim lapses with this replica's liveness lock.
+    pub async fn run_keyspace(&self, shutdown: CancellationToken) {
+        loop {
+            if let Some(me) = self.manager.replica().worker() {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = self.keyspace_pass_if_due(me) => {}
+                }
+            }
+            if !self.pause(&shutdown, None).await {
+                return;
+            }
+        }
+    }
+
+    /// Waits until the next round: `interval` (or until `wakeup` is notified) once this replica
+    /// is registered as a worker, soon while it is not (PostgreSQL not answering). `false` when
+    /// `shutdown` came first.
+    async fn pause(
+        &self,
+        shutdown: &CancellationToken,
+        wakeup: Option<&tokio::sync::Notify>,
+    ) -> bool {
+        let wait = match self.manager.replica().worker() {
+            Some(_) => self.config.interval,
+            None => self.config.interval.min(Duration::from_millis(100)),
+        };
+        let woken = async {
+            match wakeup {
+                Some(notify) => notify.notified().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = shutdown.cancelled() => false,
+            () = woken => true,
+            () = tokio::time::sleep(wait) => true,
         }
     }
 }

@@ -4,9 +4,14 @@
 //!
 //! 1. **Intent**: the row is locked and moved to DESTROYING (routes removed, audited, this
 //!    replica recorded as its worker), and that commits.
-//! 2. **Resources**, with no database lock held: the Redis keys are unlinked.
+//! 2. **Resources**, with no database lock held: on Redis Cluster the Redis keys are unlinked
+//!    (read from the sandbox's hash slot). On one server they are left to the reconciler's
+//!    batched keyspace pass, since finding them there means walking every key
+//!    (`isolation::redis_namespace` has the reasoning).
 //! 3. **Done**: the row is locked again, the schema dropped and DESTROYING → DESTROYED committed
-//!    together, so DESTROYED always means every resource is gone.
+//!    together, with `keys_purged_at` when step 2 removed the keys. So DESTROYED means the
+//!    schema is gone and routes and connections refused; the Redis keys are gone with it on a
+//!    cluster, and by the next keyspace pass on one server.
 //!
 //! When step 2 or 3 fails (Redis or PostgreSQL down), the sandbox stays DESTROYING and is marked
 //! unattended: the next destroy or any replica's reconciler finishes it. A crash between the
@@ -138,10 +143,11 @@ impl SandboxManager {
         }
     }
 
-    /// Steps 2 and 3: the Redis keys without any database lock, then the schema with DESTROYED.
+    /// Steps 2 and 3: the Redis keys without any database lock (when that is cheap), then the
+    /// schema with DESTROYED.
     async fn remove_resources(&self, id: SandboxId, teardown: &Teardown) -> Result<Sandbox> {
-        let removed_keys = self.redis.purge(id).await?;
-        tracing::debug!(sandbox_id = %id, removed_keys, "sandbox keys removed");
+        let removed_keys = self.redis.purge_if_cheap(id).await?;
+        tracing::debug!(sandbox_id = %id, ?removed_keys, "sandbox keys removed (None: left to the keyspace pass)");
         let scope = Scope { tenant: &teardown.tenant, owner: None };
         let locked = self
             .store
@@ -152,7 +158,11 @@ impl SandboxManager {
             // Someone else finished it meanwhile.
             return locked.release().await;
         }
-        let change = TransitionChange { reason: &teardown.reason, ..TransitionChange::default() };
+        let change = TransitionChange {
+            reason: &teardown.reason,
+            keys_purged: removed_keys.is_some(),
+            ..TransitionChange::default()
+        };
         let destroyed =
             locked.transition(&[SandboxState::Destroyed], change, &teardown.actor).await?;
         Ok(destroyed.sandbox)
@@ -175,9 +185,10 @@ impl SandboxManager {
     }
 
     /// Removes the Redis namespace of a create that never became a sandbox (refused, or not
-    /// recordable). When Redis does not answer, the orphan sweep removes it after its grace.
+    /// recordable): only its marker exists, since nobody was given the prefix. When Redis does
+    /// not answer, the orphan sweep removes it after its grace.
     pub(crate) async fn discard_namespace(&self, id: SandboxId) {
-        if let Err(error) = self.redis.purge(id).await {
+        if let Err(error) = self.redis.discard_marker(id).await {
             tracing::warn!(sandbox_id = %id, %error, "could not remove the namespace of a refused create; the orphan sweep will");
         }
     }

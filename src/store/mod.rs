@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod keyspace;
 pub mod pg_codes;
 pub mod pool;
 mod pool_stats;

@@ -23,20 +23,21 @@ use crate::{
 /// First key of every replica's liveness lock (the second is its id).
 pub const REPLICA_LOCK_CLASS: i32 = 0x5a9d;
 
-/// SQL: true when the worker of sandbox row `s` holds no liveness lock (it is gone).
-fn worker_gone() -> String {
+/// SQL: true when the replica whose id is in `column` (e.g. `s.worker`) holds no liveness lock
+/// (it is gone).
+pub(super) fn worker_gone(column: &str) -> String {
     format!(
         "NOT EXISTS (
              SELECT 1 FROM pg_locks l
              WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2
                AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
-               AND l.classid = {REPLICA_LOCK_CLASS}::oid AND l.objid = s.worker::oid)"
+               AND l.classid = {REPLICA_LOCK_CLASS}::oid AND l.objid = {column}::oid)"
     )
 }
 
 /// SQL: true when nobody but this replica (`$1`) is working on sandbox row `s`.
 fn unattended() -> String {
-    format!("(s.worker IS NULL OR s.worker = $1 OR {})", worker_gone())
+    format!("(s.worker IS NULL OR s.worker = $1 OR {})", worker_gone("s.worker"))
 }
 
 /// A connection holding this replica's liveness lock. Dropping it releases the lock.
@@ -161,7 +162,7 @@ impl Store {
         timeouts: &TimeoutsByTemplate,
         limit: u32,
     ) -> Result<Vec<SandboxId>> {
-        let gone = worker_gone();
+        let gone = worker_gone("s.worker");
         let sql = format!(
             "SELECT s.id FROM sandboxes s
              LEFT JOIN unnest($2::text[], $3::float8[]) AS t(template, seconds)

@@ -38,6 +38,9 @@ pub struct TransitionChange<'a> {
     /// Clears what a caller gave the sandbox (name, labels, metadata, request id), for a member
     /// going back to its warm pool.
     pub clear_identity: bool,
+    /// The sandbox's Redis keys are already gone (removed before this transition); recorded
+    /// with DESTROYED. When false, a DESTROYED sandbox's keys are left to the keyspace pass.
+    pub keys_purged: bool,
 }
 
 /// A transition that happened.
@@ -166,6 +169,8 @@ impl LockedSandbox {
                      worker = CASE WHEN $4 IN ('RUNNING', 'DESTROYED') OR ($4 = 'READY' AND NOT $9)
                                    THEN NULL ELSE $8 END,
                      idle_noticed_at = NULL,
+                     keys_purged_at = CASE WHEN $4 = 'DESTROYED' AND $10 THEN now()
+                                           ELSE keys_purged_at END,
                      name = CASE WHEN $9 THEN NULL ELSE name END,
                      labels = CASE WHEN $9 THEN '{{}}'::jsonb ELSE labels END,
                      metadata = CASE WHEN $9 THEN '{{}}'::jsonb ELSE metadata END,
@@ -183,7 +188,7 @@ impl LockedSandbox {
                     (SELECT coalesce(jsonb_agg(removed_routes), '[]') FROM removed_routes)
                         AS removed_routes
              FROM changed",
-            audit::recording_ctes("changed", 10)
+            audit::recording_ctes("changed", 11)
         );
         let query = sqlx::query_as::<_, TransitionRow>(&sql)
             .bind(id.as_uuid())
@@ -194,7 +199,8 @@ impl LockedSandbox {
             .bind(change.destroy_reason)
             .bind(from == SandboxState::Running)
             .bind(change.worker)
-            .bind(change.clear_identity);
+            .bind(change.clear_identity)
+            .bind(change.keys_purged);
         let row = events.bind_to(query, actor).fetch_optional(&mut *self.tx).await?;
         // The row is locked, so it is still in `from`; anything else is a bug.
         let row = row.ok_or_else(|| {

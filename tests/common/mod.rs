@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod gate;
+pub mod redis_cluster;
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -119,6 +120,9 @@ impl TestApp {
         // Pool refill is off unless a test turns it on: most tests count the sandboxes they
         // made, and a refilling pool would add members beside them.
         config.reconcile.pool_refill = false;
+        // On a single Redis a destroyed sandbox's keys go with the next keyspace pass; tests
+        // that check them wait for it (`keys_purged`), and short gaps keep that wait short.
+        config.reconcile.purge_interval = Duration::from_millis(100);
         customize(&mut config);
         config.validate().expect("test config is valid");
 
@@ -391,6 +395,33 @@ pub async fn state_of(pool: &PgPool, id: uuid::Uuid) -> String {
 pub async fn schema_exists(pool: &PgPool, id: uuid::Uuid) -> bool {
     sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
         .bind(format!("sandbox_{}", id.simple()))
+        .fetch_one(pool)
+        .await
+        .unwrap()
+}
+
+/// Waits until the keyspace pass has removed a DESTROYED sandbox's keys and recorded it (on a
+/// single Redis a destroy leaves its keys to that pass), then checks that none is left.
+pub async fn wait_for_keys_purged(pool: &PgPool, id: uuid::Uuid) {
+    eventually(
+        "the keyspace pass to remove the sandbox's keys",
+        Duration::from_secs(15),
+        || async { keys_purged(pool, id).await },
+    )
+    .await;
+    let mut redis = redis::Client::open(redis_url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .expect("connecting to Redis");
+    let left = sandbox_keys(&mut redis, id).await;
+    assert!(left.is_empty(), "keys left after the keyspace pass recorded them removed: {left:?}");
+}
+
+/// Whether the database records the sandbox's Redis keys as removed.
+pub async fn keys_purged(pool: &PgPool, id: uuid::Uuid) -> bool {
+    sqlx::query_scalar("SELECT keys_purged_at IS NOT NULL FROM sandboxes WHERE id = $1")
+        .bind(id)
         .fetch_one(pool)
         .await
         .unwrap()

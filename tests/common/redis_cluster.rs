@@ -1,0 +1,118 @@
+//! A throwaway Redis Cluster: three masters (Debian's `redis-server` in cluster mode on free
+//! loopback ports) joined with `redis-cli --cluster create`, killed with the value.
+
+use std::{process::Stdio, time::Duration};
+
+use redis::{aio::ConnectionLike, cluster::ClusterClient, cluster_async::ClusterConnection};
+use tokio::process::{Child, Command};
+
+pub struct ThrowawayRedisCluster {
+    pub ports: Vec<u16>,
+    _nodes: Vec<Child>,
+    _dir: tempfile::TempDir,
+}
+
+impl ThrowawayRedisCluster {
+    pub async fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let mut nodes = Vec::new();
+        let mut ports = Vec::new();
+        for _ in 0..3 {
+            let port = sandboxd::dev::free_port().unwrap();
+            let bus_port = sandboxd::dev::free_port().unwrap();
+            let child = Command::new("redis-server")
+                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+                .args(["--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(dir.path())
+                .stdout(Stdio::null())
+                .kill_on_drop(true)
+                .spawn()
+                .expect("redis-server (Debian package redis-server) must be installed");
+            nodes.push(child);
+            ports.push(port);
+        }
+        for &port in &ports {
+            super::eventually("a cluster node to answer", Duration::from_secs(20), || async move {
+                node_answers(port, "PING").await.is_some()
+            })
+            .await;
+        }
+        let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
+        let created = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addresses)
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .output()
+            .await
+            .expect("running redis-cli --cluster create");
+        assert!(
+            created.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&created.stdout),
+            String::from_utf8_lossy(&created.stderr)
+        );
+        for &port in &ports {
+            super::eventually(
+                "every node to see the cluster ok",
+                Duration::from_secs(20),
+                || async move {
+                    node_answers(port, "INFO")
+                        .await
+                        .is_some_and(|info| info.contains("cluster_state:ok"))
+                },
+            )
+            .await;
+        }
+        Self { ports, _nodes: nodes, _dir: dir }
+    }
+
+    /// The seed node's URL (sandboxd discovers the others).
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.ports[0])
+    }
+
+    /// A cluster connection for the test's own reads and writes.
+    pub async fn connection(&self) -> ClusterConnection {
+        let nodes: Vec<String> =
+            self.ports.iter().map(|port| format!("redis://127.0.0.1:{port}")).collect();
+        ClusterClient::new(nodes).unwrap().get_async_connection().await.unwrap()
+    }
+
+    /// How often each node has run `command` (from `INFO commandstats`, e.g.
+    /// `cluster|getkeysinslot` or `scan`), by port.
+    pub async fn calls(&self, command: &str) -> Vec<(u16, u64)> {
+        let mut calls = Vec::new();
+        for &port in &self.ports {
+            let stats = node_info(port, "commandstats").await;
+            let needle = format!("cmdstat_{command}:calls=");
+            let count = stats
+                .lines()
+                .find_map(|line| line.strip_prefix(&needle))
+                .and_then(|rest| rest.split(',').next())
+                .map_or(0, |count| count.parse().unwrap());
+            calls.push((port, count));
+        }
+        calls
+    }
+}
+
+/// A node's answer to a one-word command (`INFO` means `CLUSTER INFO`), or `None`.
+async fn node_answers(port: u16, command: &str) -> Option<String> {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
+    let mut conn = client.get_multiplexed_async_connection().await.ok()?;
+    let cmd = match command {
+        "INFO" => redis::cmd("CLUSTER").arg("INFO").clone(),
+        other => redis::cmd(other),
+    };
+    let value = conn.req_packed_command(&cmd).await.ok()?;
+    redis::from_redis_value(value).ok()
+}
+
+async fn node_info(port: u16, section: &str) -> String {
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("INFO").arg(section).query_async(&mut conn).await.unwrap()
+}
