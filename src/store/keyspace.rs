@@ -79,14 +79,8 @@ impl Store {
 
     /// Records that a pass removed every key of these sandboxes.
     pub async fn mark_keys_purged(&self, ids: &[SandboxId]) -> Result<()> {
-        let ids: Vec<Uuid> = ids.iter().map(SandboxId::as_uuid).collect();
-        sqlx::query(
-            "UPDATE sandboxes SET keys_purged_at = now()
-             WHERE id = ANY($1) AND state = 'DESTROYED' AND keys_purged_at IS NULL",
-        )
-        .bind(ids)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let sql = "UPDATE sandboxes SET keys_purged_at = now()
+                   WHERE id = ANY($1) AND state = 'DESTROYED' AND keys_purged_at IS NULL";
+        Ok(self.execute_for_ids(sql, ids).await?)
     }
 }

@@ -78,6 +78,16 @@ impl Store {
         &self.pool
     }
 
+    /// Runs a statement whose only parameter, `$1`, is the array of `ids`.
+    pub(crate) async fn execute_for_ids(
+        &self,
+        sql: &str,
+        ids: &[crate::sandbox::SandboxId],
+    ) -> Result<(), sqlx::Error> {
+        let ids: Vec<uuid::Uuid> = ids.iter().map(crate::sandbox::SandboxId::as_uuid).collect();
+        sqlx::query(sql).bind(ids).execute(&self.pool).await.map(|_| ())
+    }
+
     /// Cheap liveness probe used by the readiness task.
     pub async fn ping(&self) -> Result<(), sqlx::Error> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ())

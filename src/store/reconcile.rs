@@ -144,15 +144,9 @@ impl Store {
 
     /// Marks sandboxes as seen idle now (unless already marked); recorded activity clears it.
     pub async fn notice_idle(&self, ids: &[SandboxId]) -> Result<()> {
-        let ids: Vec<Uuid> = ids.iter().map(SandboxId::as_uuid).collect();
-        sqlx::query(
-            "UPDATE sandboxes SET idle_noticed_at = now()
-             WHERE id = ANY($1) AND state = 'RUNNING' AND idle_noticed_at IS NULL",
-        )
-        .bind(ids)
-        .execute(self.pool())
-        .await?;
-        Ok(())
+        let sql = "UPDATE sandboxes SET idle_noticed_at = now()
+                   WHERE id = ANY($1) AND state = 'RUNNING' AND idle_noticed_at IS NULL";
+        Ok(self.execute_for_ids(sql, ids).await?)
     }
 
     /// PENDING or CREATING sandboxes past their template's boot timeout, or whose worker died.
