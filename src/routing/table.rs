@@ -4,7 +4,7 @@
 //! a full rebuild, since notifications sent meanwhile are gone.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeSet, HashMap},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -29,9 +29,11 @@ use crate::{
 
 const CHANGE_BATCH: u32 = 1000;
 
-/// A route as resolvers need it, with every name precomputed.
+/// A route as resolvers need it, with every name precomputed. One is shared by every guild of
+/// a sandbox, so a route costs the table a map entry, not five strings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedRoute {
+    pub sandbox_uuid: Uuid,
     pub sandbox_id: String,
     pub tenant: String,
     pub schema: String,
@@ -43,6 +45,7 @@ impl ResolvedRoute {
     fn new(route: &RouteRecord) -> Self {
         let id = SandboxId::from_uuid(route.sandbox_id);
         ResolvedRoute {
+            sandbox_uuid: route.sandbox_id,
             sandbox_id: id.to_string(),
             tenant: route.tenant.clone(),
             schema: id.schema_name(),
@@ -55,8 +58,43 @@ impl ResolvedRoute {
 #[derive(Default)]
 struct Routes {
     by_guild: HashMap<u64, Arc<ResolvedRoute>>,
+    /// Each routed sandbox's guilds and the one route they all share.
+    by_sandbox: HashMap<Uuid, SandboxRoutes>,
     /// The last change id applied.
     position: i64,
+}
+
+struct SandboxRoutes {
+    route: Arc<ResolvedRoute>,
+    guilds: BTreeSet<u64>,
+}
+
+impl Routes {
+    fn add(&mut self, guild: u64, record: &RouteRecord) {
+        if let Some(previous) = self.by_guild.get(&guild).map(|route| route.sandbox_uuid) {
+            self.remove(guild, previous);
+        }
+        let sandbox = self.by_sandbox.entry(record.sandbox_id).or_insert_with(|| SandboxRoutes {
+            route: Arc::new(ResolvedRoute::new(record)),
+            guilds: BTreeSet::new(),
+        });
+        sandbox.guilds.insert(guild);
+        self.by_guild.insert(guild, sandbox.route.clone());
+    }
+
+    /// Removes the guild's route if it still points at `sandbox`.
+    fn remove(&mut self, guild: u64, sandbox: Uuid) {
+        if self.by_guild.get(&guild).is_none_or(|route| route.sandbox_uuid != sandbox) {
+            return;
+        }
+        self.by_guild.remove(&guild);
+        if let Some(routes) = self.by_sandbox.get_mut(&sandbox) {
+            routes.guilds.remove(&guild);
+            if routes.guilds.is_empty() {
+                self.by_sandbox.remove(&sandbox);
+            }
+        }
+    }
 }
 
 #[derive(Default)]
@@ -79,18 +117,14 @@ impl RoutingTable {
             .cloned()
     }
 
-    /// Guild ids the table routes to this sandbox (for health checks).
+    /// Guild ids the table routes to this sandbox, in order (for health checks).
     pub fn guilds_of(&self, sandbox_id: Uuid) -> Vec<u64> {
-        let wanted = sandbox_id.to_string();
         let routes = self.routes.read().expect("routing table lock poisoned");
-        let mut guilds: Vec<u64> = routes
-            .by_guild
-            .iter()
-            .filter(|(_, r)| r.sandbox_id == wanted)
-            .map(|(g, _)| *g)
-            .collect();
-        guilds.sort_unstable();
-        guilds
+        routes
+            .by_sandbox
+            .get(&sandbox_id)
+            .map(|sandbox| sandbox.guilds.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     pub fn len(&self) -> usize {
@@ -113,17 +147,18 @@ impl RoutingTable {
     /// Replaces the table with a fresh snapshot.
     pub async fn rebuild(&self, store: &Store) -> Result<()> {
         let _applying = self.applying.lock().await;
-        let (records, position) = store.route_snapshot(None).await?;
-        let by_guild = records
-            .iter()
-            .filter_map(|route| {
-                let guild = GuildId::parse("guild_id", &route.guild_id).ok()?;
-                Some((guild.as_u64(), Arc::new(ResolvedRoute::new(route))))
+        let mut fresh = Routes::default();
+        fresh.position = store
+            .each_route(None, |record| {
+                if let Ok(guild) = GuildId::parse("guild_id", &record.guild_id) {
+                    fresh.add(guild.as_u64(), &record);
+                }
             })
-            .collect();
-        *self.routes.write().expect("routing table lock poisoned") = Routes { by_guild, position };
+            .await?;
+        let (routes, position) = (fresh.by_guild.len(), fresh.position);
+        *self.routes.write().expect("routing table lock poisoned") = fresh;
         self.mark_synced();
-        tracing::debug!(routes = records.len(), position, "routing table rebuilt");
+        tracing::debug!(routes, position, "routing table rebuilt");
         Ok(())
     }
 
@@ -143,19 +178,8 @@ impl RoutingTable {
                     continue;
                 };
                 match change.kind {
-                    ChangeKind::Added => {
-                        routes
-                            .by_guild
-                            .insert(guild.as_u64(), Arc::new(ResolvedRoute::new(&change.route)));
-                    }
-                    ChangeKind::Removed => {
-                        let current = routes.by_guild.get(&guild.as_u64());
-                        if current
-                            .is_some_and(|r| r.sandbox_id == change.route.sandbox_id.to_string())
-                        {
-                            routes.by_guild.remove(&guild.as_u64());
-                        }
-                    }
+                    ChangeKind::Added => routes.add(guild.as_u64(), &change.route),
+                    ChangeKind::Removed => routes.remove(guild.as_u64(), change.route.sandbox_id),
                 }
             }
             routes.position = last;
@@ -224,5 +248,40 @@ async fn next_sync(
                 Err(RecvError::Closed) => return None,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(guild: u64, sandbox: Uuid) -> RouteRecord {
+        RouteRecord {
+            guild_id: guild.to_string(),
+            sandbox_id: sandbox,
+            tenant: "acme".into(),
+            registered_by: "alice".into(),
+            created_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn guilds_of_a_sandbox_share_one_route_and_follow_moves_and_removals() {
+        let (a, b) = (Uuid::now_v7(), Uuid::now_v7());
+        let mut routes = Routes::default();
+        routes.add(1, &record(1, a));
+        routes.add(2, &record(2, a));
+        assert!(Arc::ptr_eq(&routes.by_guild[&1], &routes.by_guild[&2]), "one shared route");
+
+        routes.add(1, &record(1, b));
+        assert_eq!(routes.by_guild[&1].sandbox_uuid, b);
+        assert_eq!(routes.by_sandbox[&a].guilds.iter().copied().collect::<Vec<_>>(), [2]);
+
+        routes.remove(2, b);
+        assert!(routes.by_guild.contains_key(&2), "a removal for another sandbox is ignored");
+        routes.remove(2, a);
+        assert!(!routes.by_guild.contains_key(&2));
+        assert!(!routes.by_sandbox.contains_key(&a), "a sandbox without guilds is forgotten");
+        assert_eq!(routes.by_sandbox[&b].guilds.len(), 1);
     }
 }

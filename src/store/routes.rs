@@ -309,6 +309,19 @@ impl Store {
     /// Every route and the change id they reflect, read from one snapshot.
     #[tracing::instrument(name = "store.routes.snapshot", skip(self))]
     pub async fn route_snapshot(&self, tenant: Option<&str>) -> Result<(Vec<RouteRecord>, i64)> {
+        let mut routes = Vec::new();
+        let position = self.each_route(tenant, |route| routes.push(route)).await?;
+        Ok((routes, position))
+    }
+
+    /// Like [`Store::route_snapshot`], handing each route to `each` as it arrives instead of
+    /// collecting them (so loading a million routes never holds them all as rows at once).
+    pub async fn each_route(
+        &self,
+        tenant: Option<&str>,
+        mut each: impl FnMut(RouteRecord),
+    ) -> Result<i64> {
+        use futures::TryStreamExt;
         let mut tx = self.pool().begin().await?;
         sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .execute(&mut *tx)
@@ -316,15 +329,19 @@ impl Store {
         let position: Option<i64> = sqlx::query_scalar("SELECT max(id) FROM guild_route_changes")
             .fetch_one(&mut *tx)
             .await?;
-        let routes = sqlx::query_as::<_, RouteRecord>(
-            "SELECT guild_id, sandbox_id, tenant, registered_by, created_at FROM guild_routes
-             WHERE $1::text IS NULL OR tenant = $1 ORDER BY guild_id",
-        )
-        .bind(tenant)
-        .fetch_all(&mut *tx)
-        .await?;
+        {
+            let mut rows = sqlx::query_as::<_, RouteRecord>(
+                "SELECT guild_id, sandbox_id, tenant, registered_by, created_at FROM guild_routes
+                 WHERE $1::text IS NULL OR tenant = $1 ORDER BY guild_id",
+            )
+            .bind(tenant)
+            .fetch(&mut *tx);
+            while let Some(route) = rows.try_next().await? {
+                each(route);
+            }
+        }
         tx.commit().await?;
-        Ok((routes, position.unwrap_or(0)))
+        Ok(position.unwrap_or(0))
     }
 
     /// Changes after `after_id`, oldest first.
