@@ -20,3 +20,6 @@ CREATE TABLE keyspace_passes (
     next_orphans_at  timestamptz NOT NULL DEFAULT now()
 );
 INSERT INTO keyspace_passes (name) VALUES ('redis');
+
+-- The warm-pool figures count in-use members every pass; without this they read every row.
+CREATE INDEX sandboxes_pool_in_use_idx ON sandboxes (template) WHERE state = 'RUNNING' AND from_pool;

@@ -122,6 +122,9 @@ impl Store {
              LEFT JOIN unnest($1::text[], $2::float8[]) AS t(template, seconds)
                  ON t.template = s.template
              WHERE s.state = 'RUNNING'
+               -- the shortest timeout bounds the index range, so only sandboxes idle that
+               -- long are read, not every RUNNING one
+               AND s.last_activity_at < now() - make_interval(secs => $5)
                AND s.last_activity_at
                    < now() - make_interval(secs => coalesce(t.seconds, $3))
              ORDER BY s.last_activity_at LIMIT $4",
@@ -130,6 +133,7 @@ impl Store {
         .bind(&timeouts.seconds)
         .bind(timeouts.default_seconds)
         .bind(i64::from(limit))
+        .bind(timeouts.seconds.iter().copied().fold(timeouts.default_seconds, f64::min))
         .fetch_all(self.pool())
         .await?;
         Ok(rows
