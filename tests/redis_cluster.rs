@@ -147,3 +147,31 @@ async fn the_orphan_sweep_walks_every_master_of_the_cluster() {
     let kept: Option<String> = redis.get(format!("{live_prefix}data")).await.unwrap();
     assert_eq!(kept.as_deref(), Some("mine"), "a live sandbox's keys stay");
 }
+
+#[tokio::test]
+async fn a_destroy_stopped_by_a_cluster_outage_is_unavailable_and_the_reconciler_finishes_it() {
+    let mut cluster = ThrowawayRedisCluster::start().await;
+    let app = app_on(&cluster, false).await;
+    let sandbox = app.owner().create_sandbox(create_request("outage")).await.unwrap().into_inner();
+    let id = common::uuid_of(&sandbox.sandbox_id);
+
+    cluster.kill().await;
+    let status = app
+        .owner()
+        .destroy_sandbox(common::destroy_request(&sandbox.sandbox_id))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+    let pg = app.pg().await;
+    assert_eq!(common::state_of(&pg, id).await, "DESTROYING", "stopped midway, on record");
+    assert!(common::schema_exists(&pg, id).await, "the schema goes only with DESTROYED");
+
+    // Nobody calls destroy again: once the cluster is back, the reconciler finishes it.
+    cluster.start_again().await;
+    common::eventually("the reconciler to finish the destroy", Duration::from_secs(30), || async {
+        common::state_of(&pg, id).await == "DESTROYED"
+    })
+    .await;
+    assert!(common::keys_purged(&pg, id).await);
+    assert!(!common::schema_exists(&pg, id).await);
+}

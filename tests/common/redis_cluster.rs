@@ -8,38 +8,17 @@ use tokio::process::{Child, Command};
 
 pub struct ThrowawayRedisCluster {
     pub ports: Vec<u16>,
-    _nodes: Vec<Child>,
-    _dir: tempfile::TempDir,
+    bus_ports: Vec<u16>,
+    nodes: Vec<Child>,
+    dir: tempfile::TempDir,
 }
 
 impl ThrowawayRedisCluster {
     pub async fn start() -> Self {
         let dir = tempfile::tempdir().unwrap();
-        let mut nodes = Vec::new();
-        let mut ports = Vec::new();
-        for _ in 0..3 {
-            let port = sandboxd::dev::free_port().unwrap();
-            let bus_port = sandboxd::dev::free_port().unwrap();
-            let child = Command::new("redis-server")
-                .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-                .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()])
-                .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                .args(["--save", "", "--appendonly", "no"])
-                .arg("--dir")
-                .arg(dir.path())
-                .stdout(Stdio::null())
-                .kill_on_drop(true)
-                .spawn()
-                .expect("redis-server (Debian package redis-server) must be installed");
-            nodes.push(child);
-            ports.push(port);
-        }
-        for &port in &ports {
-            super::eventually("a cluster node to answer", Duration::from_secs(20), || async move {
-                node_answers(port, "PING").await.is_some()
-            })
-            .await;
-        }
+        let ports: Vec<u16> = (0..3).map(|_| sandboxd::dev::free_port().unwrap()).collect();
+        let bus_ports: Vec<u16> = (0..3).map(|_| sandboxd::dev::free_port().unwrap()).collect();
+        let nodes = spawn_nodes(&ports, &bus_ports, dir.path()).await;
         let addresses: Vec<String> = ports.iter().map(|port| format!("127.0.0.1:{port}")).collect();
         let created = Command::new("redis-cli")
             .args(["--cluster", "create"])
@@ -54,19 +33,21 @@ impl ThrowawayRedisCluster {
             String::from_utf8_lossy(&created.stdout),
             String::from_utf8_lossy(&created.stderr)
         );
-        for &port in &ports {
-            super::eventually(
-                "every node to see the cluster ok",
-                Duration::from_secs(20),
-                || async move {
-                    node_answers(port, "INFO")
-                        .await
-                        .is_some_and(|info| info.contains("cluster_state:ok"))
-                },
-            )
-            .await;
+        wait_until_ok(&ports).await;
+        Self { ports, bus_ports, nodes, dir }
+    }
+
+    /// Kills every node (SIGKILL; they keep no data, only their cluster config).
+    pub async fn kill(&mut self) {
+        for node in &mut self.nodes {
+            node.kill().await.expect("killing a cluster node");
         }
-        Self { ports, _nodes: nodes, _dir: dir }
+    }
+
+    /// Starts the nodes again on the same ports; they rejoin from their cluster config.
+    pub async fn start_again(&mut self) {
+        self.nodes = spawn_nodes(&self.ports, &self.bus_ports, self.dir.path()).await;
+        wait_until_ok(&self.ports).await;
     }
 
     /// The seed node's URL (sandboxd discovers the others).
@@ -96,6 +77,46 @@ impl ThrowawayRedisCluster {
             calls.push((port, count));
         }
         calls
+    }
+}
+
+async fn spawn_nodes(ports: &[u16], bus_ports: &[u16], dir: &std::path::Path) -> Vec<Child> {
+    let mut nodes = Vec::new();
+    for (port, bus_port) in ports.iter().zip(bus_ports) {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--cluster-enabled", "yes", "--cluster-port", &bus_port.to_string()])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server (Debian package redis-server) must be installed");
+        nodes.push(child);
+    }
+    for &port in ports {
+        super::eventually("a cluster node to answer", Duration::from_secs(20), || async move {
+            node_answers(port, "PING").await.is_some()
+        })
+        .await;
+    }
+    nodes
+}
+
+async fn wait_until_ok(ports: &[u16]) {
+    for &port in ports {
+        super::eventually(
+            "every node to see the cluster ok",
+            Duration::from_secs(20),
+            || async move {
+                node_answers(port, "INFO")
+                    .await
+                    .is_some_and(|info| info.contains("cluster_state:ok"))
+            },
+        )
+        .await;
     }
 }
 
