@@ -211,3 +211,62 @@ async fn watch_sees_changes_made_through_another_replica_and_only_the_callers_te
     assert_eq!(sandbox.sandbox_id, ours.sandbox_id, "the other tenant's events are not shown");
     replica.shutdown().await.unwrap();
 }
+
+/// A stream that falls behind log retention (its client stopped reading while the events it had
+/// not delivered yet were pruned) ends with OUT_OF_RANGE instead of jumping over them to the
+/// next event.
+#[tokio::test]
+async fn a_watch_that_falls_behind_retention_ends_out_of_range_instead_of_skipping() {
+    let app = TestApp::spawn().await;
+    let mut owner = app.owner();
+    // A watcher with a small HTTP/2 window, so flow control stops the server once about 16 KiB
+    // are unread (plus the batch of 200 the stream holds).
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr))
+        .unwrap()
+        .initial_stream_window_size(16 * 1024)
+        .connect()
+        .await
+        .unwrap();
+    let mut watcher =
+        sandboxd::proto::sandbox_control_client::SandboxControlClient::with_interceptor(
+            channel,
+            common::Bearer(Some(app.owner_key.clone())),
+        );
+    let mut stream =
+        watcher.watch_sandboxes(WatchSandboxesRequest::default()).await.unwrap().into_inner();
+    // More events than can be in flight while the client reads nothing.
+    const SANDBOXES: usize = 200;
+    for n in 0..SANDBOXES {
+        let sandbox = owner
+            .create_sandbox(create_request(&format!("lagging-{n}")))
+            .await
+            .unwrap()
+            .into_inner();
+        owner.destroy_sandbox(destroy_request(&sandbox.sandbox_id)).await.unwrap();
+    }
+    let total = SANDBOXES * 3; // created, destroying, destroyed
+    next_event(&mut stream).await;
+
+    // The retention pass's own statement prunes every event so far.
+    let store = sandboxd::store::Store::connect_lazy(&app.config.database).unwrap();
+    let before = chrono::Utc::now() + chrono::Duration::seconds(1);
+    let pruned =
+        store.prune_log(sandboxd::store::reconcile::PrunedLog::AuditEvents, before, 100_000).await;
+    assert!(pruned.unwrap() >= total as u64);
+
+    // A new event: the stream must not deliver it after the gap.
+    owner.create_sandbox(create_request("after-the-gap")).await.unwrap();
+
+    let mut delivered = 1;
+    let status = loop {
+        match tokio::time::timeout(Duration::from_secs(10), stream.message()).await {
+            Ok(Ok(Some(_))) => delivered += 1,
+            Ok(Ok(None)) => panic!("the stream ended without an error"),
+            Ok(Err(status)) => break status,
+            Err(_) => panic!("the stream went quiet after {delivered} events instead of ending"),
+        }
+    };
+    assert!(delivered < total, "the stream really lagged: {delivered} of {total} delivered");
+    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    assert_eq!(common::error_reason(&status), "RESUME_TOKEN_EXPIRED");
+}

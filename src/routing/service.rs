@@ -190,6 +190,8 @@ impl RoutingService {
                     }
                     continue;
                 }
+                // As in WatchSandboxes: never deliver a change after a pruned gap.
+                store.check_resumable(PrunedLog::RouteChanges, position).await?;
                 for change in changes {
                     position = change.id;
                     yield WatchItem::Change(change);

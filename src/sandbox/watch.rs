@@ -1,6 +1,9 @@
 //! `WatchSandboxes`: lifecycle events streamed from the audit log. The stream polls the log after
 //! each `NOTIFY` from any replica (and at least every second), resuming after the last event id
-//! it delivered, so a client that reconnects with its last token misses nothing.
+//! it delivered, so a client that reconnects with its last token misses nothing. A stream that
+//! falls behind log retention ends with OUT_OF_RANGE when it would deliver an event after a
+//! pruned gap. The check is by position, so it may also end a scoped stream whose pruned entries
+//! were not in its scope; the client then re-reads the state and watches again without a token.
 
 use std::time::Duration;
 
@@ -47,7 +50,12 @@ impl SandboxManager {
                 self.store().check_resumable(PrunedLog::AuditEvents, after).await?;
                 after
             }
-            None => self.store().latest_event_id(&principal.tenant).await?,
+            // From now on; never from before the pruning horizon, or a quiet tenant whose
+            // last event is older than the retention would be refused at once.
+            None => {
+                let latest = self.store().latest_event_id(&principal.tenant).await?;
+                latest.max(self.store().log_horizon(PrunedLog::AuditEvents).await?)
+            }
         };
         let manager = self.clone();
         Ok(async_stream::try_stream! {
@@ -66,6 +74,10 @@ impl SandboxManager {
                     }
                     continue;
                 }
+                // Entries between `last` and this batch may have been pruned while this stream
+                // lagged behind retention: end it (OUT_OF_RANGE) rather than deliver it with a
+                // gap. Checked after the read, so a pruning that raced it is seen too.
+                manager.store().check_resumable(PrunedLog::AuditEvents, last).await?;
                 for (event, sandbox) in batch {
                     last = event.id;
                     yield (event, sandbox);
