@@ -41,17 +41,22 @@ pub fn masters(listing: &str) -> Vec<(String, u16)> {
         .collect()
 }
 
-/// Where a pass over the keyspace is: the nodes to walk (`None` is the single server) and the
-/// SCAN cursor on the current one.
+/// Where a pass over the keyspace is: the nodes to walk (`None` is the single server), the
+/// SCAN cursor on the current one, and the `MATCH` pattern.
 pub struct KeyspaceScan {
     nodes: Vec<Option<(String, u16)>>,
     current: usize,
     cursor: u64,
+    pattern: String,
 }
 
 impl KeyspaceScan {
-    pub fn new(nodes: Vec<Option<(String, u16)>>) -> Self {
-        Self { nodes, current: 0, cursor: 0 }
+    pub fn new(nodes: Vec<Option<(String, u16)>>, pattern: String) -> Self {
+        Self { nodes, current: 0, cursor: 0, pattern }
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
     }
 
     /// The node and cursor of the next SCAN step; `None` once every node is walked.
@@ -68,7 +73,8 @@ impl KeyspaceScan {
     }
 }
 
-/// The sandbox keys one SCAN step found, by sandbox id.
+/// The sandbox keys one SCAN step found, by sandbox id (keys outside `sandbox:{<uuid>}:` are
+/// dropped).
 pub struct ScanBatch {
     pub keys: BTreeMap<uuid::Uuid, Vec<String>>,
 }

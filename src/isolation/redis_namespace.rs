@@ -137,36 +137,16 @@ impl RedisNamespace {
         }
     }
 
-    /// SCAN MATCH over the whole keyspace of one server, unlinking in batches.
+    /// SCAN MATCH for the prefix over the whole keyspace, unlinking each batch as it is found.
     async fn purge_by_scan(&self, id: SandboxId) -> Result<u64> {
-        let pattern = format!("{}*", id.redis_prefix());
-        let mut cursor: u64 = 0;
+        let mut scan = self.scan_matching(format!("{}*", id.redis_prefix())).await?;
         let mut removed = 0u64;
-        loop {
-            let (next, unlinked) = self
-                .on_connection(async |conn| {
-                    let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-                        .arg(cursor)
-                        .arg("MATCH")
-                        .arg(&pattern)
-                        .arg("COUNT")
-                        .arg(SCAN_BATCH)
-                        .query_async(conn)
-                        .await?;
-                    let unlinked: u64 = if keys.is_empty() {
-                        0
-                    } else {
-                        redis::cmd("UNLINK").arg(&keys).query_async(conn).await?
-                    };
-                    Ok((next, unlinked))
-                })
-                .await?;
-            removed += unlinked;
-            if next == 0 {
-                return Ok(removed);
+        while let Some(batch) = self.next_batch(&mut scan, SCAN_BATCH).await? {
+            for keys in batch.keys.values() {
+                removed += self.unlink(keys).await?;
             }
-            cursor = next;
         }
+        Ok(removed)
     }
 
     /// Round-trip probe for readiness.
@@ -229,6 +209,11 @@ impl RedisNamespace {
     /// Starts a pass over every sandbox key (`sandbox:{*`) of the deployment: the one server,
     /// or every master of the cluster in turn.
     pub async fn scan_sandbox_keys(&self) -> Result<KeyspaceScan> {
+        self.scan_matching("sandbox:{*".into()).await
+    }
+
+    /// Starts a pass over the keys matching `pattern` on every node that holds keys.
+    async fn scan_matching(&self, pattern: String) -> Result<KeyspaceScan> {
         let nodes = match self.mode() {
             RedisMode::Standalone => vec![None],
             RedisMode::Cluster => {
@@ -240,7 +225,7 @@ impl RedisNamespace {
                 redis_keyspace::masters(&listing).into_iter().map(Some).collect()
             }
         };
-        Ok(KeyspaceScan::new(nodes))
+        Ok(KeyspaceScan::new(nodes, pattern))
     }
 
     /// The next SCAN step of `scan`, or `None` when the pass is complete. SCAN returns every key
@@ -257,7 +242,7 @@ impl RedisNamespace {
             None => SingleNodeRoutingInfo::Random,
         });
         let mut scan_cmd = redis::cmd("SCAN");
-        scan_cmd.arg(cursor).arg("MATCH").arg("sandbox:{*").arg("COUNT").arg(count);
+        scan_cmd.arg(cursor).arg("MATCH").arg(scan.pattern()).arg("COUNT").arg(count);
         let (next_cursor, found): (u64, Vec<String>) = self
             .on_connection(async |conn| {
                 let value = conn.route(scan_cmd, routing).await?;

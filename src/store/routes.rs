@@ -148,9 +148,7 @@ impl Store {
         .await
     }
 
-    /// Maps `guild` to a RUNNING sandbox of `tenant`, holding at most `limit` guilds per
-    /// sandbox. The sandbox row is locked, so a concurrent destroy waits for this to commit
-    /// (and then removes the route with the state change).
+    /// One attempt of [`Store::register_route`], in one transaction.
     #[tracing::instrument(name = "store.routes.register", skip(self))]
     async fn register_route_once(
         &self,
@@ -253,8 +251,7 @@ impl Store {
         super::retry_on_contention(|| self.unregister_route_once(guild, tenant, owner, actor)).await
     }
 
-    /// Removes a route of `tenant` (for members, only of their own sandboxes); `None` when there
-    /// was none to remove.
+    /// One attempt of [`Store::unregister_route`], in one transaction.
     #[tracing::instrument(name = "store.routes.unregister", skip(self))]
     async fn unregister_route_once(
         &self,

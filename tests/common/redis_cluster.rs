@@ -3,7 +3,7 @@
 
 use std::{process::Stdio, time::Duration};
 
-use redis::{aio::ConnectionLike, cluster::ClusterClient, cluster_async::ClusterConnection};
+use redis::{cluster::ClusterClient, cluster_async::ClusterConnection};
 use tokio::process::{Child, Command};
 
 pub struct ThrowawayRedisCluster {
@@ -67,7 +67,9 @@ impl ThrowawayRedisCluster {
     pub async fn calls(&self, command: &str) -> Vec<(u16, u64)> {
         let mut calls = Vec::new();
         for &port in &self.ports {
-            let stats = node_info(port, "commandstats").await;
+            let stats = node_answers(port, redis::cmd("INFO").arg("commandstats"))
+                .await
+                .expect("a cluster node answers INFO");
             let needle = format!("cmdstat_{command}:calls=");
             let count = stats
                 .lines()
@@ -98,7 +100,7 @@ async fn spawn_nodes(ports: &[u16], bus_ports: &[u16], dir: &std::path::Path) ->
     }
     for &port in ports {
         super::eventually("a cluster node to answer", Duration::from_secs(20), || async move {
-            node_answers(port, "PING").await.is_some()
+            node_answers(port, &redis::cmd("PING")).await.is_some()
         })
         .await;
     }
@@ -111,7 +113,7 @@ async fn wait_until_ok(ports: &[u16]) {
             "every node to see the cluster ok",
             Duration::from_secs(20),
             || async move {
-                node_answers(port, "INFO")
+                node_answers(port, redis::cmd("CLUSTER").arg("INFO"))
                     .await
                     .is_some_and(|info| info.contains("cluster_state:ok"))
             },
@@ -120,20 +122,9 @@ async fn wait_until_ok(ports: &[u16]) {
     }
 }
 
-/// A node's answer to a one-word command (`INFO` means `CLUSTER INFO`), or `None`.
-async fn node_answers(port: u16, command: &str) -> Option<String> {
+/// A node's text answer to `cmd`, or `None` while it does not answer.
+async fn node_answers(port: u16, cmd: &redis::Cmd) -> Option<String> {
     let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).ok()?;
     let mut conn = client.get_multiplexed_async_connection().await.ok()?;
-    let cmd = match command {
-        "INFO" => redis::cmd("CLUSTER").arg("INFO").clone(),
-        other => redis::cmd(other),
-    };
-    let value = conn.req_packed_command(&cmd).await.ok()?;
-    redis::from_redis_value(value).ok()
-}
-
-async fn node_info(port: u16, section: &str) -> String {
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("INFO").arg(section).query_async(&mut conn).await.unwrap()
+    cmd.query_async(&mut conn).await.ok()
 }
