@@ -355,3 +355,41 @@ async fn two_replicas_never_process_the_same_sandbox_twice() {
     assert_eq!(workers, 2, "both replicas were registered workers");
     replica.shutdown().await.unwrap();
 }
+
+/// The keyspace pass runs in one replica at a time: while a live replica holds it, nobody else
+/// runs it; once that replica dies (its liveness lock goes with its session, as on kill -9), the
+/// pass is taken over at once and the destroyed sandbox's keys go.
+#[tokio::test]
+async fn a_keyspace_pass_held_by_a_replica_that_dies_is_taken_over() {
+    let app = TestApp::spawn_with(fast).await;
+    let pg = app.pg().await;
+    // Another replica, alive (it holds its liveness lock), is in the middle of a pass.
+    let mut other = sqlx::PgConnection::connect(&app.database_url).await.unwrap();
+    let other_id = 424_242;
+    sqlx::query("SELECT pg_advisory_lock($1, $2)")
+        .bind(sandboxd::store::reconcile::REPLICA_LOCK_CLASS)
+        .bind(other_id)
+        .execute(&mut other)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE keyspace_passes SET running = true, holder = $1, next_at = now()")
+        .bind(other_id)
+        .execute(&pg)
+        .await
+        .unwrap();
+
+    let sandbox = app.owner().create_sandbox(create_request("held")).await.unwrap().into_inner();
+    let id = uuid_of(&sandbox.sandbox_id);
+    let mut redis = app.redis().await;
+    let () = redis.set(format!("sandbox:{{{id}}}:data"), "x").await.unwrap();
+    app.owner().destroy_sandbox(common::destroy_request(&sandbox.sandbox_id)).await.unwrap();
+
+    // Ten purge intervals: the pass belongs to the live replica, so the keys stay.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!common::keys_purged(&pg, id).await, "the pass ran while another replica held it");
+    assert_eq!(sandbox_keys(&mut redis, id).await.len(), 2, "marker and data still there");
+
+    // The other replica dies: its session, and with it its liveness lock, ends.
+    sqlx::Connection::close(other).await.unwrap();
+    common::wait_for_keys_purged(&pg, id).await;
+}
