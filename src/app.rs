@@ -16,6 +16,7 @@ use crate::{
     isolation::{RedisNamespace, redis_client::RedisClient},
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
+    runtime::Runtimes,
     sandbox::SandboxManager,
     store::Store,
     template::TemplateCatalog,
@@ -70,6 +71,8 @@ impl App {
             replica: Replica::default(),
             pool_wakeup: Arc::default(),
             routes: routes.clone(),
+            runtimes: Arc::new(Runtimes::new(&config.runtime)),
+            runtime_config: Arc::new(config.runtime.clone()),
         };
         let routing = RoutingService::new(
             store.clone(),

@@ -24,6 +24,7 @@ pub struct Config {
     pub reconcile: ReconcileConfig,
     pub templates: TemplatesConfig,
     pub telemetry: TelemetryConfig,
+    pub runtime: RuntimeConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -301,6 +302,62 @@ impl Default for TemplatesConfig {
     }
 }
 
+/// The `process` runtime: where workspaces live, how commands are isolated and bounded.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// Directory holding one workspace directory per `process` sandbox (`<root>/<uuid>`). Must
+    /// not be inside one of `system_paths`, which commands see.
+    pub workspace_root: PathBuf,
+    /// The bubblewrap binary.
+    pub bwrap: PathBuf,
+    /// UNSAFE: run commands without bubblewrap (no namespaces: they see the host's files,
+    /// processes and network). Only for machines without bubblewrap; logged as a warning at
+    /// start and reported by every `GetSandboxHealth` of a `process` sandbox.
+    pub unsafe_without_bubblewrap: bool,
+    /// Host directories commands see read-only (missing ones are skipped).
+    pub system_paths: Vec<PathBuf>,
+    /// Exec timeout when the request sets none.
+    #[serde(with = "humantime_serde")]
+    pub default_exec_timeout: Duration,
+    /// Longest exec timeout a request may ask for.
+    #[serde(with = "humantime_serde")]
+    pub max_exec_timeout: Duration,
+    /// Run time limit of hooks (`cold_start`, `message`, ...).
+    #[serde(with = "humantime_serde")]
+    pub hook_timeout: Duration,
+    /// Output of one exec (stdout and stderr together) beyond which it is cut with a marker.
+    pub max_output_bytes: usize,
+    /// Largest `ExecRequest.stdin`.
+    pub max_stdin_bytes: usize,
+    /// When sandboxd runs as root, each sandbox's commands run as an unprivileged uid (and gid)
+    /// from `uid_base .. uid_base + uid_count`, derived from the sandbox id, so a sandbox's
+    /// process limit counts only its own processes.
+    pub uid_base: u32,
+    pub uid_count: u32,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            workspace_root: PathBuf::from("/var/lib/sandboxd/workspaces"),
+            bwrap: PathBuf::from("bwrap"),
+            unsafe_without_bubblewrap: false,
+            system_paths: ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/etc", "/opt"]
+                .into_iter()
+                .map(PathBuf::from)
+                .collect(),
+            default_exec_timeout: Duration::from_secs(300),
+            max_exec_timeout: Duration::from_secs(3600),
+            hook_timeout: Duration::from_secs(300),
+            max_output_bytes: 16 << 20,
+            max_stdin_bytes: 4 << 20,
+            uid_base: 200_000,
+            uid_count: 100_000,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LogFormat {
@@ -371,6 +428,8 @@ impl Config {
             ("reconcile.batch_size", self.reconcile.batch_size as usize),
             ("reconcile.refill_concurrency", self.reconcile.refill_concurrency),
             ("reconcile.concurrency", self.reconcile.concurrency),
+            ("runtime.max_output_bytes", self.runtime.max_output_bytes),
+            ("runtime.uid_count", self.runtime.uid_count as usize),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -393,6 +452,9 @@ impl Config {
             ("reconcile.retention_interval", self.reconcile.retention_interval),
             ("sandbox.idle_timeout", self.sandbox.idle_timeout),
             ("sandbox.boot_timeout", self.sandbox.boot_timeout),
+            ("runtime.default_exec_timeout", self.runtime.default_exec_timeout),
+            ("runtime.max_exec_timeout", self.runtime.max_exec_timeout),
+            ("runtime.hook_timeout", self.runtime.hook_timeout),
         ];
         for (name, value) in timeouts {
             if value.is_zero() {
@@ -404,6 +466,22 @@ impl Config {
         }
         if self.redis.key_prefix.is_empty() {
             problems.push("redis.key_prefix must not be empty".to_string());
+        }
+        if self.runtime.default_exec_timeout > self.runtime.max_exec_timeout {
+            problems.push(
+                "runtime.default_exec_timeout must not exceed runtime.max_exec_timeout".to_string(),
+            );
+        }
+        if !self.runtime.workspace_root.is_absolute() {
+            problems.push("runtime.workspace_root must be an absolute path".to_string());
+        }
+        if let Some(system) =
+            self.runtime.system_paths.iter().find(|p| self.runtime.workspace_root.starts_with(p))
+        {
+            problems.push(format!(
+                "runtime.workspace_root must not be inside {} (a system path commands see)",
+                system.display()
+            ));
         }
         if self.s3.enabled && self.s3.bucket.is_empty() {
             problems.push("s3.bucket must be set when s3.enabled".to_string());

@@ -20,6 +20,7 @@ pub mod proto;
 mod readiness;
 pub mod reconcile;
 pub mod routing;
+pub mod runtime;
 pub mod sandbox;
 pub mod server;
 pub mod store;

@@ -20,6 +20,7 @@ use crate::{
     readiness::set_all,
     reconcile::Reconciler,
     store::routes::ROUTES_CHANNEL,
+    template::RuntimeKind,
 };
 
 pub use crate::readiness::SERVICE_NAMES;
@@ -81,6 +82,8 @@ impl RunningServer {
         if tokio::time::timeout(grace, tasks.wait()).await.is_err() {
             tracing::warn!("background lifecycle work did not finish within the grace period");
         }
+        // Commands still running after the drain are killed.
+        app.sandboxes.runtimes().process().stop().await;
         let startup = readiness.await.context("readiness task panicked")?;
         for task in background {
             if let Err(error) = task.await {
@@ -114,6 +117,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let local_addr = listener.local_addr()?;
     let grace = config.server.shutdown_grace;
     let app = App::build(config)?;
+    if app.templates.iter().any(|template| template.runtime == RuntimeKind::Process) {
+        app.sandboxes.runtimes().process().check().await?;
+    }
     let shutdown = app.shutdown.clone();
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

@@ -34,6 +34,57 @@ impl RuntimeKind {
     }
 }
 
+/// Network access of a `process` sandbox's commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum NetworkAccess {
+    /// Own network namespace with only a loopback interface.
+    #[default]
+    None,
+    /// The host's network.
+    Host,
+}
+
+/// Resource limits of every command a `process` sandbox runs (rlimits, set before the command
+/// starts and inherited by everything it starts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessLimits {
+    /// Processes (and threads) of the sandbox at once (`RLIMIT_NPROC` of its uid).
+    pub max_processes: u64,
+    /// Virtual memory of each process, bytes (`RLIMIT_AS`).
+    pub address_space_bytes: u64,
+    /// CPU time of each process, seconds (`RLIMIT_CPU`).
+    pub cpu_seconds: u64,
+    /// Largest file a process may write, bytes (`RLIMIT_FSIZE`).
+    pub file_size_bytes: u64,
+    /// Open files of each process (`RLIMIT_NOFILE`).
+    pub open_files: u64,
+}
+
+impl Default for ProcessLimits {
+    fn default() -> Self {
+        Self {
+            max_processes: 256,
+            address_space_bytes: 8 << 30,
+            cpu_seconds: 3600,
+            file_size_bytes: 4 << 30,
+            open_files: 1024,
+        }
+    }
+}
+
+/// What a `process` template gives its commands besides the workspace.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ProcessSettings {
+    pub network: NetworkAccess,
+    /// Environment variables set for every command (the request's own override them; the
+    /// sandbox's connection variables override both).
+    pub env: BTreeMap<String, String>,
+    pub limits: ProcessLimits,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolSettings {
@@ -83,6 +134,17 @@ struct TemplateFile {
     /// Hook name → shell command run in the runtime.
     #[serde(default)]
     hooks: BTreeMap<String, String>,
+    /// Network, env and limits of a `process` sandbox's commands.
+    #[serde(default)]
+    process: ProcessSettings,
+    /// Whether a destroyed sandbox's object-store prefix (its pushed workspace) is kept, so a
+    /// later sandbox can start from it (`init_from_store`), or removed with the sandbox.
+    #[serde(default = "keep_objects_by_default")]
+    keep_objects: bool,
+}
+
+fn keep_objects_by_default() -> bool {
+    true
 }
 
 #[derive(Debug, Clone)]
@@ -99,6 +161,8 @@ pub struct Template {
     pub schema_sql: String,
     pub pool: PoolSettings,
     pub hooks: BTreeMap<String, String>,
+    pub process: ProcessSettings,
+    pub keep_objects: bool,
 }
 
 /// All templates the server knows, by name.
@@ -176,6 +240,12 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
     {
         bail!("idle_timeout and boot_timeout must be greater than 0");
     }
+    if file.runtime == RuntimeKind::None && !file.hooks.is_empty() {
+        bail!("hooks need runtime = \"process\" (a data-only template runs no commands)");
+    }
+    if let Some(name) = file.hooks.keys().find(|name| !is_hook_name(name)) {
+        bail!("hook name {name:?} must be lowercase letters, digits and '-' or '_'");
+    }
     if file.pool.enabled && (file.pool.max_size == 0 || file.pool.min_ready > file.pool.max_size) {
         bail!("pool needs 0 < max_size and min_ready <= max_size");
     }
@@ -190,7 +260,18 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
         schema_sql: file.schema_sql,
         pool: file.pool,
         hooks: file.hooks,
+        process: file.process,
+        keep_objects: file.keep_objects,
     })
+}
+
+/// Hook names: `[a-z][a-z0-9_-]*`, at most 63 characters (e.g. `cold_start`).
+pub fn is_hook_name(name: &str) -> bool {
+    name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
 #[cfg(test)]

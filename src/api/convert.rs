@@ -12,8 +12,10 @@ use crate::{
     pool::PoolStatus,
     proto,
     routing::{ResolvedRoute, service::WatchItem},
+    runtime::{ExecEvent, ExitStatus},
     sandbox::{
         Sandbox, SandboxState,
+        exec::HookOutcome,
         inspect::{ConnectionInfo, HealthLevel, HealthReport},
     },
     store::{
@@ -342,5 +344,28 @@ pub fn route_watch_item(item: WatchItem) -> proto::WatchGuildRoutesResponse {
                 resume_token: encode_resume_token(ROUTE_CHANGES_STREAM, change.id),
             }
         }
+    }
+}
+
+pub fn exec_event(event: ExecEvent) -> proto::ExecResponse {
+    use proto::exec_response::Output;
+    let output = match event {
+        ExecEvent::Stdout(chunk) => Output::StdoutChunk(chunk),
+        ExecEvent::Stderr(chunk) => Output::StderrChunk(chunk),
+        ExecEvent::Exit(exit) => Output::Exit(exit_status(exit)),
+    };
+    proto::ExecResponse { output: Some(output) }
+}
+
+fn exit_status(exit: ExitStatus) -> proto::ExitStatus {
+    proto::ExitStatus { exit_code: exit.code, signal: exit.signal, timed_out: exit.timed_out }
+}
+
+pub fn hook_outcome(outcome: HookOutcome) -> proto::RunHookResponse {
+    proto::RunHookResponse {
+        exit_code: outcome.exit.code,
+        stdout: String::from_utf8_lossy(&outcome.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&outcome.stderr).into_owned(),
+        duration: Some(duration(outcome.duration)),
     }
 }

@@ -4,6 +4,7 @@
 mod convert;
 mod guild_routing;
 mod requests;
+mod runtime_requests;
 mod sandbox_control;
 mod sync_service;
 

@@ -3,9 +3,10 @@
 use std::sync::Arc;
 
 use futures::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
-use super::{ResponseStream, convert, requests, unimplemented};
+use super::{ResponseStream, convert, requests, runtime_requests};
 use crate::{app::App, proto, proto::sandbox_control_server::SandboxControl};
 
 pub struct SandboxControlApi {
@@ -195,14 +196,23 @@ impl SandboxControl for SandboxControlApi {
     type ExecStream = ResponseStream<proto::ExecResponse>;
 
     async fn exec(&self, request: Request<proto::ExecRequest>) -> Reply<Self::ExecStream> {
-        unimplemented(&self.app, &request, "Exec (process runtime)").await
+        let principal = self.app.principal(&request).await?;
+        let max_stdin = self.app.config.runtime.max_stdin_bytes;
+        let (id, command) = runtime_requests::exec(request.into_inner(), max_stdin)?;
+        let events = self.app.sandboxes.exec(&principal, id, command).await?;
+        // Dropping the stream (the client cancelled or went away) kills the command.
+        let stream = ReceiverStream::new(events).map(|event| Ok(convert::exec_event(event)));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn run_hook(
         &self,
         request: Request<proto::RunHookRequest>,
     ) -> Reply<proto::RunHookResponse> {
-        unimplemented(&self.app, &request, "RunHook (process runtime hooks)").await
+        let principal = self.app.principal(&request).await?;
+        let (id, hook) = runtime_requests::hook(request.into_inner())?;
+        let outcome = self.app.sandboxes.run_hook(&principal, id, hook).await?;
+        Ok(Response::new(convert::hook_outcome(outcome)))
     }
 
     async fn list_templates(

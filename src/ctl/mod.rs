@@ -6,6 +6,7 @@ mod bench_bare;
 mod bench_listing;
 mod bench_pool;
 mod bench_resolve;
+mod exec;
 mod output;
 mod pool;
 mod routes;
@@ -52,6 +53,10 @@ enum Command {
         #[command(subcommand)]
         command: routes::RouteCommand,
     },
+    /// Runs a command in a sandbox, streaming its output; exits with its exit code.
+    Exec(exec::ExecArgs),
+    /// Runs a template hook in a sandbox (e.g. `message`).
+    Hook(exec::HookArgs),
     /// Warm pools: status.
     Pool {
         #[command(subcommand)]
@@ -110,7 +115,7 @@ impl Connection {
 pub async fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli).await {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(error) => {
             match error.downcast_ref::<Status>() {
                 Some(status) => eprintln!("{}", output::describe_status(status)),
@@ -138,17 +143,21 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
     Ok(Connection { endpoint, channel, bearer: Bearer(bearer) })
 }
 
-async fn run(cli: Cli) -> anyhow::Result<()> {
+async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A server, not a client: it connects to nothing.
     if let Command::BenchBareServer(args) = cli.command {
-        return bench_bare::serve(args).await;
+        return bench_bare::serve(args).await.map(|()| ExitCode::SUCCESS);
     }
     let connection = connect(&cli).await?;
-    match cli.command {
-        Command::Sandbox(command) => sandboxes::run(&connection, command, cli.json).await,
-        Command::Route { command } => routes::run(&connection, command, cli.json).await,
-        Command::Pool { command } => pool::run(&connection, command, cli.json).await,
-        Command::Bench { command } => bench::run(&connection, command, cli.json).await,
+    let json = cli.json;
+    let done = match cli.command {
+        Command::Exec(args) => return exec::exec(&connection, args).await,
+        Command::Hook(args) => return exec::hook(&connection, args).await,
+        Command::Sandbox(command) => sandboxes::run(&connection, command, json).await,
+        Command::Route { command } => routes::run(&connection, command, json).await,
+        Command::Pool { command } => pool::run(&connection, command, json).await,
+        Command::Bench { command } => bench::run(&connection, command, json).await,
         Command::BenchBareServer(_) => unreachable!("served above, before connecting"),
-    }
+    };
+    done.map(|()| ExitCode::SUCCESS)
 }

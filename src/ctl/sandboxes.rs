@@ -120,7 +120,7 @@ fn parse_state(value: &str) -> Result<SandboxState, String> {
         .ok_or_else(|| format!("unknown state {value:?}"))
 }
 
-fn proto_duration(duration: Duration) -> prost_types::Duration {
+pub(crate) fn proto_duration(duration: Duration) -> prost_types::Duration {
     prost_types::Duration {
         seconds: duration.as_secs() as i64,
         nanos: duration.subsec_nanos() as i32,

@@ -13,7 +13,7 @@ use anyhow::Context;
 
 use crate::{
     auth::{self, Principal},
-    config::{Config, SecretUrl},
+    config::{Config, RuntimeConfig, SecretUrl},
 };
 
 pub use postgres::ThrowawayPostgres;
@@ -39,6 +39,8 @@ pub struct DevDependencies {
     pub database_url: String,
     pub redis_url: String,
     pub s3: Option<InProcessS3>,
+    /// Workspaces of `process` sandboxes, unless the config names a directory of its own.
+    workspaces: PathBuf,
     _postgres: Option<ThrowawayPostgres>,
     _redis: Option<ThrowawayRedis>,
     _data_dir: Option<tempfile::TempDir>,
@@ -78,10 +80,14 @@ impl DevDependencies {
             }
         };
         let s3 = if with_s3 { Some(InProcessS3::start(&root.join("s3")).await?) } else { None };
+        // Sandbox uids traverse the data directory to reach their workspace (not list it).
+        std::fs::set_permissions(&root, std::os::unix::fs::PermissionsExt::from_mode(0o711))
+            .with_context(|| format!("setting the mode of {}", root.display()))?;
         Ok(Self {
             database_url,
             redis_url,
             s3,
+            workspaces: root.join("workspaces"),
             _postgres: postgres,
             _redis: redis,
             _data_dir: temp,
@@ -94,6 +100,9 @@ impl DevDependencies {
         config.redis.url = SecretUrl::new(&self.redis_url);
         if let Some(s3) = &self.s3 {
             s3.apply(&mut config.s3);
+        }
+        if config.runtime.workspace_root == RuntimeConfig::default().workspace_root {
+            config.runtime.workspace_root = self.workspaces.clone();
         }
     }
 }

@@ -9,10 +9,10 @@ use futures::{StreamExt, stream};
 
 use crate::{
     error::Result,
-    sandbox::{SandboxId, SandboxManager},
+    sandbox::{SandboxId, SandboxManager, SandboxState, boot},
     store::{
         pool::PoolFigures,
-        sandbox_create::{CreateOutcome, NewSandbox, PoolBounds},
+        sandbox_create::{Booting, CreateOutcome, NewSandbox, PoolBounds},
     },
     template::Template,
 };
@@ -63,7 +63,8 @@ impl SandboxManager {
         Ok(surplus)
     }
 
-    /// One member: Redis marker, then schema and READY row in one transaction. `false` when the
+    /// One member: Redis marker, then schema and READY row in one transaction (CREATING, then
+    /// booted to READY, for a runtime that boots). `false` when the
     /// pool turned out full (another replica filled it first).
     async fn provision_member(&self, template: &Template) -> Result<bool> {
         let now = Utc::now();
@@ -84,12 +85,19 @@ impl SandboxManager {
         };
         let bounds =
             PoolBounds { min_ready: template.pool.min_ready, max_size: template.pool.max_size };
+        let booting = boot::boots(template).then(|| Booting { worker: self.replica.worker() });
         let created = async {
             self.redis.provision(new.id, "", &template.name).await?;
-            self.store.create_pool_member(&new, &template.schema_sql, bounds, "system").await
+            let sql = &template.schema_sql;
+            self.store.create_pool_member(&new, sql, bounds, booting, "system").await
         }
         .await;
         match created {
+            Ok(CreateOutcome::Created(member)) if booting.is_some() => {
+                let ready = self.boot(*member, template, SandboxState::Ready, "system").await?;
+                tracing::info!(sandbox_id = %ready.id, template = %template.name, "pool member booted and ready");
+                Ok(true)
+            }
             Ok(CreateOutcome::Created(member)) => {
                 tracing::info!(sandbox_id = %member.id, template = %template.name, "pool member ready");
                 Ok(true)

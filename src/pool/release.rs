@@ -5,14 +5,15 @@
 //!
 //! 1. Locked: RUNNING → READY with its tables truncated, routes removed and name, labels,
 //!    metadata and request id cleared; still the caller's, so nobody can claim it yet.
-//! 2. Redis: keys removed, marker written again, a round trip; the schema's tables checked.
+//! 2. Redis: keys removed, marker written again, a round trip; the schema's tables checked; a
+//!    `process` sandbox's workspace made afresh.
 //! 3. The row is handed to the pool (no tenant): claimable from now on.
 
 use crate::{
     auth::Principal,
     error::{Error, Result},
     sandbox::{
-        Sandbox, SandboxId, SandboxState,
+        Sandbox, SandboxId, SandboxState, boot,
         destroy::Teardown,
         manager::{SandboxManager, check_etag},
     },
@@ -133,8 +134,16 @@ impl SandboxManager {
         Ok(Verdict::BackToPool)
     }
 
-    /// Step 2: the Redis namespace emptied and marked again, then checked with the schema.
+    /// Step 2: the Redis namespace emptied and marked again, then checked with the schema; a
+    /// runtime that boots gets a fresh workspace (processes killed, files removed, `cold_start`
+    /// run again), so nothing of the last user's reaches the next.
     async fn reset_namespace(&self, sandbox: &Sandbox) -> Result<()> {
+        if let Some(template) = self.templates.get(&sandbox.template)
+            && boot::boots(&template)
+        {
+            self.runtimes.get(template.runtime).destroy(sandbox.id).await?;
+            self.prepare_runtime(sandbox, &template).await?;
+        }
         self.redis.purge(sandbox.id).await?;
         self.redis.provision(sandbox.id, "", &sandbox.template).await?;
         if !self.redis.round_trip(sandbox.id).await? {

@@ -9,13 +9,13 @@ use chrono::Utc;
 use sha2::{Digest, Sha256};
 
 use super::{
-    Sandbox, SandboxId, SandboxState,
+    Sandbox, SandboxId, SandboxState, boot,
     manager::{SandboxManager, SandboxSelector},
 };
 use crate::{
     auth::Principal,
     error::{Error, Result},
-    store::sandbox_create::{CreateOutcome, NewSandbox},
+    store::sandbox_create::{Booting, CreateOutcome, NewSandbox},
     template::Template,
 };
 
@@ -187,8 +187,9 @@ impl SandboxManager {
 
     /// Claims a ready warm-pool member when the template has a pool and one is ready;
     /// otherwise provisions a new sandbox: the Redis namespace marker, then the schema and the
-    /// row in one transaction. A refused create (quota, name, request id) has its marker
-    /// removed; a failed one is recorded and cleaned up.
+    /// row in one transaction, then (for a runtime that boots) the boot. A refused create
+    /// (quota, name, request id) has its marker removed; a failed one is recorded and cleaned
+    /// up.
     async fn provision(
         &self,
         new: NewSandbox,
@@ -203,12 +204,18 @@ impl SandboxManager {
             }
             return Ok(claimed);
         }
+        let booting = boot::boots(&template).then(|| Booting { worker: self.replica.worker() });
         let created = async {
             self.redis.provision(new.id, &new.tenant, &template.name).await?;
-            self.store.create_sandbox(&new, &template.schema_sql, quota, pooled, &actor).await
+            let sql = &template.schema_sql;
+            self.store.create_sandbox(&new, sql, quota, pooled, booting, &actor).await
         }
         .await;
         match created {
+            Ok(CreateOutcome::Created(sandbox)) if booting.is_some() => {
+                let booted = self.boot(*sandbox, &template, SandboxState::Running, &actor).await?;
+                Ok(CreateOutcome::Created(Box::new(booted)))
+            }
             Ok(CreateOutcome::Created(sandbox)) => Ok(CreateOutcome::Created(sandbox)),
             Ok(refused) => {
                 self.discard_namespace(new.id).await;

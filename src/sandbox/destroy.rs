@@ -4,7 +4,8 @@
 //!
 //! 1. **Intent**: the row is locked and moved to DESTROYING (routes removed, audited, this
 //!    replica recorded as its worker), and that commits.
-//! 2. **Resources**, with no database lock held: on Redis Cluster the Redis keys are unlinked
+//! 2. **Resources**, with no database lock held: the runtime's processes are killed and its
+//!    workspace removed (`process`); on Redis Cluster the Redis keys are unlinked
 //!    (read from the sandbox's hash slot). On one server they are left to the reconciler's
 //!    batched keyspace pass, since finding them there means walking every key
 //!    (`isolation::redis_namespace` has the reasoning).
@@ -26,6 +27,7 @@ use crate::{
     auth::Principal,
     error::{Error, Result},
     store::{sandbox_transitions::TransitionChange, sandboxes::Scope},
+    template::RuntimeKind,
 };
 
 /// Who is tearing a sandbox down, and under which scope it must be visible to them.
@@ -98,6 +100,7 @@ impl SandboxManager {
             .await?
             .ok_or_else(|| Error::not_found("sandbox", id.to_string()))?;
         let sandbox = locked.sandbox();
+        let runtime = self.runtime_of_template(&sandbox.template);
         match sandbox.state {
             SandboxState::Destroyed => return locked.release().await,
             SandboxState::Pending | SandboxState::Creating => {
@@ -130,7 +133,7 @@ impl SandboxManager {
                 }
             }
         }
-        match self.remove_resources(id, teardown).await {
+        match self.remove_resources(id, runtime, teardown).await {
             Ok(destroyed) => Ok(destroyed),
             Err(error) => {
                 tracing::warn!(sandbox_id = %id, %error, "destroy stopped at DESTROYING; it will be finished later");
@@ -143,9 +146,15 @@ impl SandboxManager {
         }
     }
 
-    /// Steps 2 and 3: the Redis keys without any database lock (when that is cheap), then the
-    /// schema with DESTROYED.
-    async fn remove_resources(&self, id: SandboxId, teardown: &Teardown) -> Result<Sandbox> {
+    /// Steps 2 and 3: without any database lock, the runtime's processes and workspace, and
+    /// the Redis keys (when that is cheap); then the schema with DESTROYED.
+    async fn remove_resources(
+        &self,
+        id: SandboxId,
+        runtime: RuntimeKind,
+        teardown: &Teardown,
+    ) -> Result<Sandbox> {
+        self.runtimes.get(runtime).destroy(id).await?;
         let removed_keys = self.redis.purge_if_cheap(id).await?;
         tracing::debug!(sandbox_id = %id, ?removed_keys, "sandbox keys removed (None: left to the keyspace pass)");
         let scope = Scope { tenant: &teardown.tenant, owner: None };
@@ -166,6 +175,12 @@ impl SandboxManager {
         let destroyed =
             locked.transition(&[SandboxState::Destroyed], change, &teardown.actor).await?;
         Ok(destroyed.sandbox)
+    }
+
+    /// The runtime of a sandbox's template; `process` when the template is no longer
+    /// configured, so a workspace it may have left is still removed.
+    fn runtime_of_template(&self, template: &str) -> RuntimeKind {
+        self.templates.get(template).map_or(RuntimeKind::Process, |template| template.runtime)
     }
 
     /// This replica stops routing to a sandbox at once, not at the next NOTIFY.

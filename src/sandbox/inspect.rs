@@ -8,6 +8,7 @@ use super::{Sandbox, SandboxId, SandboxSelector, manager::SandboxManager};
 use crate::{
     auth::Principal,
     error::{Error, Result},
+    runtime::RuntimeHealth,
     template::RuntimeKind,
 };
 
@@ -46,6 +47,19 @@ pub struct ConnectionInfo {
     pub subject_prefix: String,
     pub object_prefix: String,
     pub env: BTreeMap<String, String>,
+}
+
+/// The variables that tell a worker (or a command in the sandbox) where its resources are.
+pub(crate) fn sandbox_env(id: SandboxId, bucket: &str) -> BTreeMap<String, String> {
+    let schema = id.schema_name();
+    BTreeMap::from([
+        ("SANDBOX_ID".to_string(), id.to_string()),
+        ("PGOPTIONS".to_string(), format!("-c search_path={schema}")),
+        ("SANDBOX_SCHEMA".to_string(), schema),
+        ("REDIS_PREFIX".to_string(), id.redis_prefix()),
+        ("SUBJECT_PREFIX".to_string(), id.subject_prefix()),
+        ("OBJECT_PREFIX".to_string(), id.object_prefix(bucket)),
+    ])
 }
 
 impl SandboxManager {
@@ -128,17 +142,20 @@ impl SandboxManager {
         Some(HealthCheck { name: "routing", level, detail, latency: started.elapsed() })
     }
 
+    /// The runtime's own view (`process`: the workspace exists, whether commands are
+    /// isolated); data-only sandboxes have no runtime check.
     fn check_runtime(&self, sandbox: &Sandbox) -> Option<HealthCheck> {
+        let started = Instant::now();
         let template = self.templates().get(&sandbox.template)?;
-        match template.runtime {
-            RuntimeKind::None => None,
-            RuntimeKind::Process => Some(HealthCheck {
-                name: "runtime",
-                level: HealthLevel::Degraded,
-                detail: "the process runtime is not available in this release".into(),
-                latency: std::time::Duration::ZERO,
-            }),
+        if template.runtime == RuntimeKind::None {
+            return None;
         }
+        let (level, detail) = match self.runtimes.get(template.runtime).health(sandbox.id) {
+            RuntimeHealth::Healthy(detail) => (HealthLevel::Healthy, detail),
+            RuntimeHealth::Degraded(detail) => (HealthLevel::Degraded, detail),
+            RuntimeHealth::Unhealthy(detail) => (HealthLevel::Unhealthy, detail),
+        };
+        Some(HealthCheck { name: "runtime", level, detail, latency: started.elapsed() })
     }
 
     pub async fn connection_info(
@@ -151,14 +168,7 @@ impl SandboxManager {
         let schema = id.schema_name();
         let search_path = schema.clone();
         let object_prefix = id.object_prefix(self.object_bucket());
-        let env = BTreeMap::from([
-            ("SANDBOX_ID".to_string(), id.to_string()),
-            ("SANDBOX_SCHEMA".to_string(), schema.clone()),
-            ("PGOPTIONS".to_string(), format!("-c search_path={search_path}")),
-            ("REDIS_PREFIX".to_string(), id.redis_prefix()),
-            ("SUBJECT_PREFIX".to_string(), id.subject_prefix()),
-            ("OBJECT_PREFIX".to_string(), object_prefix.clone()),
-        ]);
+        let env = sandbox_env(id, self.object_bucket());
         Ok(ConnectionInfo {
             sandbox_id: sandbox.id,
             schema,

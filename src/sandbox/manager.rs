@@ -9,12 +9,13 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use super::{Sandbox, SandboxId, activity::ActivityTracker};
 use crate::{
     auth::Principal,
-    config::SandboxDefaults,
+    config::{RuntimeConfig, SandboxDefaults},
     error::{Error, Result},
     events::EventHub,
     isolation::RedisNamespace,
     reconcile::Replica,
     routing::RoutingTable,
+    runtime::Runtimes,
     store::{Store, sandboxes::Scope},
     template::TemplateCatalog,
 };
@@ -47,6 +48,9 @@ pub struct SandboxManager {
     /// This replica's routing table; caught up after changes that remove routes, so this
     /// replica stops routing to a sandbox as soon as its state changed.
     pub(crate) routes: Arc<RoutingTable>,
+    /// What runs sandboxes' commands, by template runtime.
+    pub(crate) runtimes: Arc<Runtimes>,
+    pub(crate) runtime_config: Arc<RuntimeConfig>,
 }
 
 pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
@@ -142,6 +146,10 @@ impl SandboxManager {
         self.tasks.spawn(work).await.map_err(|error| {
             Error::Internal(anyhow::Error::new(error).context("lifecycle task failed"))
         })?
+    }
+
+    pub fn runtimes(&self) -> &Runtimes {
+        &self.runtimes
     }
 
     pub fn replica(&self) -> &Replica {

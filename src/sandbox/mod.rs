@@ -2,8 +2,10 @@
 //! and destroys sandboxes.
 
 pub mod activity;
+pub mod boot;
 pub mod create;
 pub mod destroy;
+pub mod exec;
 pub mod extend;
 pub mod inspect;
 pub mod listing;

@@ -101,6 +101,31 @@ pub fn check_reason(field: &str, reason: &str) -> Option<FieldViolation> {
     })
 }
 
+/// Longest workspace-relative path.
+pub const MAX_PATH_BYTES: usize = 4096;
+
+/// A path relative to a workspace root, checked lexically: not absolute, no `..` or `.`
+/// component, no NUL byte, no empty component (`a//b`). Empty is the root. Symlinks are the
+/// file API's business (`workspace::files`); a command's working directory is resolved inside
+/// its sandbox, where a symlink cannot lead to the host.
+pub fn check_relative_path(field: &str, path: &str) -> Option<FieldViolation> {
+    let trimmed = path.trim_end_matches('/');
+    let problem = if path.len() > MAX_PATH_BYTES {
+        Some(format!("must be at most {MAX_PATH_BYTES} bytes"))
+    } else if path.starts_with('/') {
+        Some("must be relative to the workspace root, not absolute".to_string())
+    } else if path.contains('\0') {
+        Some("must not contain NUL bytes".to_string())
+    } else if !trimmed.is_empty()
+        && trimmed.split('/').any(|part| part.is_empty() || part == "." || part == "..")
+    {
+        Some("must stay inside the workspace: no '..', '.' or empty components".to_string())
+    } else {
+        None
+    };
+    problem.map(|description| FieldViolation::new(field, description))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,6 +135,16 @@ mod tests {
         assert!(check_name("name", "my-box-1").is_none());
         for bad in ["", "1box", "Box", "box-", "bo_x", &"a".repeat(64), "b\u{e9}"] {
             assert!(check_name("name", bad).is_some(), "{bad:?} accepted");
+        }
+    }
+
+    #[test]
+    fn relative_paths_stay_inside() {
+        for good in ["", "src", "src/lib.rs", "a/b/"] {
+            assert!(check_relative_path("path", good).is_none(), "{good:?} refused");
+        }
+        for bad in ["/etc", "..", "a/../../x", "a//b", "./a", "a\0b"] {
+            assert!(check_relative_path("path", bad).is_some(), "{bad:?} accepted");
         }
     }
 

@@ -11,8 +11,9 @@
 //! before COMMIT, so creates of one owner serialize only on that short tail. The price is that
 //! a create refused for its name or quota did its DDL for nothing (rolled back).
 //!
-//! Data-only templates provision entirely here. A template whose runtime boots would commit
-//! CREATING with the schema and become RUNNING once booted (not built yet).
+//! Data-only templates provision entirely here. A template whose runtime boots (`process`:
+//! workspace, `cold_start` hook) commits CREATING with the schema and becomes RUNNING (or
+//! READY) once booted (`sandbox::boot`); the reconciler fails one that never finishes booting.
 
 use std::collections::BTreeMap;
 
@@ -64,13 +65,22 @@ pub enum CreateOutcome {
 
 /// How the row of a new sandbox is born.
 enum Birth<'a> {
-    /// Provisioned for a create: RUNNING, counted against the owner's quota.
-    Running { live_quota: u32 },
-    /// Provisioned for a warm pool: READY, owned by no tenant, within the pool's bounds.
-    Ready(PoolBounds),
+    /// Provisioned for a create: RUNNING (CREATING while its runtime boots), counted against
+    /// the owner's quota.
+    Running { live_quota: u32, booting: Option<Booting> },
+    /// Provisioned for a warm pool: READY (CREATING while its runtime boots), owned by no
+    /// tenant, within the pool's bounds.
+    Ready { bounds: PoolBounds, booting: Option<Booting> },
     /// Provisioning failed: FAILED with the error, counted against nothing, cleaned up by
     /// `worker`.
     Failed { last_error: &'a str, worker: Option<i32> },
+}
+
+/// A row born CREATING because its runtime still boots (workspace, `cold_start`), with the
+/// replica that boots it as its worker. It becomes RUNNING or READY once booted.
+#[derive(Debug, Clone, Copy)]
+pub struct Booting {
+    pub worker: Option<i32>,
 }
 
 /// Bounds of a template's warm pool.
@@ -90,27 +100,30 @@ impl Store {
         template_sql: &str,
         live_quota: u32,
         pooled: bool,
+        booting: Option<Booting>,
         actor: &str,
     ) -> Result<CreateOutcome> {
         // The owner's quota lock comes right after the DDL, in the same round trip: concurrent
         // creates of this owner wait only for the insert and the commit.
         let lock = owner_quota_lock_key(&new.tenant, &new.owner);
-        let birth = Birth::Running { live_quota };
+        let birth = Birth::Running { live_quota, booting };
         self.provision(new, template_sql, lock, birth, pooled, actor).await
     }
 
-    /// Provisions a warm-pool member of `new.template` in one transaction: born READY, owned by
-    /// no tenant. Refused (`QuotaExceeded`) when the pool already has `min_ready` ready members
-    /// or `max_size` members; the template's pool lock makes that check exact across replicas.
+    /// Provisions a warm-pool member of `new.template` in one transaction: born READY (or
+    /// CREATING while booting), owned by no tenant. Refused (`QuotaExceeded`) when the pool
+    /// already has `min_ready` ready or booting members or `max_size` members; the template's
+    /// pool lock makes that check exact across replicas.
     #[tracing::instrument(name = "store.sandboxes.create_pool_member", skip_all, fields(sandbox_id = %new.id))]
     pub async fn create_pool_member(
         &self,
         new: &NewSandbox,
         template_sql: &str,
         bounds: PoolBounds,
+        booting: Option<Booting>,
         actor: &str,
     ) -> Result<CreateOutcome> {
-        let birth = Birth::Ready(bounds);
+        let birth = Birth::Ready { bounds, booting };
         let lock = pool_lock_key(&new.template);
         self.provision(new, template_sql, lock, birth, false, actor).await
     }
@@ -174,18 +187,26 @@ async fn insert(
     birth: Birth<'_>,
     actor: &str,
 ) -> Result<CreateOutcome> {
-    let (mut live_quota, mut pool_min, mut pool_max, mut last_error, mut worker) =
-        (None, None, None, None, None);
+    let (mut live_quota, mut pool_min, mut pool_max, mut last_error) = (None, None, None, None);
+    let worker;
     let mut request_id = new.request_id.as_deref();
+    let booted_or = |booting: Option<Booting>, state| match booting {
+        Some(booting) => (SandboxState::Creating, booting.worker),
+        None => (state, None),
+    };
     let state = match birth {
-        Birth::Running { live_quota: quota } => {
+        Birth::Running { live_quota: quota, booting } => {
             live_quota = Some(i64::from(quota));
-            SandboxState::Running
+            let state;
+            (state, worker) = booted_or(booting, SandboxState::Running);
+            state
         }
-        Birth::Ready(bounds) => {
+        Birth::Ready { bounds, booting } => {
             pool_min = Some(i64::from(bounds.min_ready));
             pool_max = Some(i64::from(bounds.max_size));
-            SandboxState::Ready
+            let state;
+            (state, worker) = booted_or(booting, SandboxState::Ready);
+            state
         }
         Birth::Failed { last_error: error, worker: failed_by } => {
             (last_error, worker, request_id) = (Some(error), failed_by, None);
@@ -204,11 +225,13 @@ async fn insert(
                         WHERE tenant = $2 AND owner = $3 AND state = ANY($16)) < $15)
                AND ($17::bigint IS NULL
                     OR (SELECT count(*) FROM sandboxes
-                        WHERE template = $5 AND state = 'READY' AND tenant = '') < $17)
+                        WHERE template = $5 AND state IN ('READY', 'CREATING') AND tenant = '')
+                       < $17)
                AND ($18::bigint IS NULL
                     OR (SELECT count(*) FROM sandboxes
                         WHERE template = $5
-                          AND (state = 'READY' OR (state = 'RUNNING' AND from_pool))) < $18)
+                          AND (state = 'READY' OR (state = 'CREATING' AND tenant = '')
+                               OR (state = 'RUNNING' AND from_pool))) < $18)
              RETURNING {COLUMNS}
          ),
          {}
@@ -275,7 +298,7 @@ fn lock_key(parts: &[&[u8]]) -> i64 {
 }
 
 /// The one event of a new row: `sandbox_created`, in the state the row was born in (RUNNING,
-/// READY or FAILED). Nothing else is claimed: the row held no other state before.
+/// READY, CREATING or FAILED). Nothing else is claimed: the row held no other state before.
 fn creation_trail(
     new: &NewSandbox,
     born: SandboxState,

@@ -72,6 +72,8 @@ pub struct TestApp {
     pub owner_key: String,
     server: Option<RunningServer>,
     channel: Channel,
+    /// Holds `config.runtime.workspace_root`; removed with everything in it at drop.
+    _workspaces: tempfile::TempDir,
 }
 
 impl TestApp {
@@ -123,6 +125,14 @@ impl TestApp {
         // On a single Redis a destroyed sandbox's keys go with the next keyspace pass; tests
         // that check them wait for it (`keys_purged`), and short gaps keep that wait short.
         config.reconcile.purge_interval = Duration::from_millis(100);
+        let workspaces = tempfile::tempdir().expect("a directory for workspaces");
+        // Sandbox uids must traverse it to reach their workspace (tempdirs are 0700).
+        std::fs::set_permissions(
+            workspaces.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o711),
+        )
+        .expect("making the workspaces directory traversable");
+        config.runtime.workspace_root = workspaces.path().join("workspaces");
         customize(&mut config);
         config.validate().expect("test config is valid");
 
@@ -143,6 +153,7 @@ impl TestApp {
             owner_key: String::new(),
             server: Some(server),
             channel,
+            _workspaces: workspaces,
         }
     }
 
