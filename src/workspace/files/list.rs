@@ -56,7 +56,8 @@ impl ListQuery {
         let after = match position {
             None => None,
             Some(raw) => {
-                let malformed = || Error::invalid("page_token", "is not a page token of this listing");
+                let malformed =
+                    || Error::invalid("page_token", "is not a page token of this listing");
                 let after = RelPath::parse("page_token", &raw).map_err(|_| malformed())?;
                 if !path.contains(&after) {
                     return Err(malformed());
@@ -117,8 +118,14 @@ impl Workspace {
 }
 
 fn list(inner: &Inner, query: &ListQuery) -> Result<ListPage> {
-    let base = confine::open(&inner.root, query.path.as_open_path(), OFlags::PATH, Mode::empty(), CONFINED)
-        .map_err(|errno| confine::open_error(&query.path, "path", errno))?;
+    let base = confine::open(
+        &inner.root,
+        query.path.as_open_path(),
+        OFlags::PATH,
+        Mode::empty(),
+        CONFINED,
+    )
+    .map_err(|errno| confine::open_error(&query.path, "path", errno))?;
     let stat = rustix::fs::fstat(&base).map_err(|e| io(e, &query.path))?;
     let page_size = query.page_size as usize;
     let mut files = Vec::new();
@@ -265,11 +272,8 @@ fn read_items(dir: &OwnedFd, recursive: bool, path: &RelPath) -> Result<Vec<Item
         let is_dir = recursive
             && match entry.file_type() {
                 FileType::Directory => true,
-                FileType::Unknown => {
-                    rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW).is_ok_and(|stat| {
-                        FileType::from_raw_mode(stat.st_mode) == FileType::Directory
-                    })
-                }
+                FileType::Unknown => rustix::fs::statat(dir, name, AtFlags::SYMLINK_NOFOLLOW)
+                    .is_ok_and(|stat| FileType::from_raw_mode(stat.st_mode) == FileType::Directory),
                 _ => false,
             };
         if is_dir {
@@ -293,6 +297,8 @@ fn entry(path: String, stat: &Stat) -> FileEntry {
 }
 
 fn modify_time(stat: &Stat) -> SystemTime {
+    // `st_mtime` is a `c_long`: `i64` here, narrower on some targets.
+    #[allow(clippy::useless_conversion)]
     let seconds = i64::from(stat.st_mtime);
     let nanos = u32::try_from(stat.st_mtime_nsec).unwrap_or(0).min(999_999_999);
     let time = if seconds >= 0 {

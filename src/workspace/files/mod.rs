@@ -85,19 +85,22 @@ impl Workspace {
         let root = root.as_ref().to_owned();
         blocking(move || {
             let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-            let fd = rustix::fs::open(&root, flags, Mode::empty()).map_err(|errno| match errno {
-                Errno::NOENT | Errno::NOTDIR => Error::FailedPrecondition {
-                    reason: "WORKSPACE_MISSING",
-                    message: "the sandbox's workspace directory does not exist".into(),
-                },
-                other => confine::io_error(other, format!("opening workspace {}", root.display())),
-            })?;
+            let fd =
+                rustix::fs::open(&root, flags, Mode::empty()).map_err(|errno| match errno {
+                    Errno::NOENT | Errno::NOTDIR => Error::FailedPrecondition {
+                        reason: "WORKSPACE_MISSING",
+                        message: "the sandbox's workspace directory does not exist".into(),
+                    },
+                    other => {
+                        confine::io_error(other, format!("opening workspace {}", root.display()))
+                    }
+                })?;
             let stat = rustix::fs::fstat(&fd)
                 .map_err(|e| confine::io_error(e, format!("inspecting {}", root.display())))?;
             // SAFETY: geteuid has no preconditions and cannot fail.
             let running_as_root = unsafe { libc::geteuid() } == 0;
-            let owner = running_as_root
-                .then(|| (Uid::from_raw(stat.st_uid), Gid::from_raw(stat.st_gid)));
+            let owner =
+                running_as_root.then(|| (Uid::from_raw(stat.st_uid), Gid::from_raw(stat.st_gid)));
             Ok(Self { inner: Arc::new(Inner { root: fd, owner, limits }) })
         })
         .await
@@ -109,7 +112,9 @@ impl Workspace {
 }
 
 /// Runs blocking filesystem work off the async runtime.
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> Result<T> + Send + 'static,
+) -> Result<T> {
     tokio::task::spawn_blocking(work).await.map_err(|error| {
         Error::Internal(anyhow::Error::new(error).context("workspace file task failed"))
     })?

@@ -121,7 +121,8 @@ impl RelPath {
         let (outer, inner) = (&self.path, &other.path);
         self.is_root()
             || inner == outer
-            || (inner.starts_with(outer.as_str()) && inner.as_bytes().get(outer.len()) == Some(&b'/'))
+            || (inner.starts_with(outer.as_str())
+                && inner.as_bytes().get(outer.len()) == Some(&b'/'))
     }
 }
 

@@ -91,7 +91,8 @@ fn chunks(
     range: ReadRange,
     chunk_bytes: usize,
 ) -> ChunkStream {
-    let end = range.limit.map_or(file_size, |limit| file_size.min(range.offset.saturating_add(limit)));
+    let end =
+        range.limit.map_or(file_size, |limit| file_size.min(range.offset.saturating_add(limit)));
     Box::pin(async_stream::try_stream! {
         if file_size == 0 && range.offset == 0 {
             yield ReadChunk { offset: 0, data: Vec::new() };

@@ -184,7 +184,9 @@ fn give_new_dir(inner: &Inner, parent: &OwnedFd, name: &str, path: &RelPath) -> 
 fn parent_error(dir: &RelPath, errno: Errno) -> Error {
     match errno {
         Errno::NOTDIR => Error::invalid(dir.field(), "has a parent that is not a directory"),
-        Errno::NOENT => Error::invalid(dir.field(), "has a parent that is a dangling symbolic link"),
+        Errno::NOENT => {
+            Error::invalid(dir.field(), "has a parent that is a dangling symbolic link")
+        }
         other => confine::open_error(dir, "directory", other),
     }
 }

@@ -20,7 +20,10 @@ fn lexical_escapes_are_refused_naming_the_field() {
 async fn a_symlink_to_etc_is_refused_for_read_list_and_write() {
     let fixture = Fixture::new();
     fixture.symlink("link", "/etc");
-    assert!(fs::read(fixture.root.join("link/passwd")).is_ok(), "unconfined, link/passwd is readable");
+    assert!(
+        fs::read(fixture.root.join("link/passwd")).is_ok(),
+        "unconfined, link/passwd is readable"
+    );
     let workspace = fixture.workspace().await;
 
     assert_invalid(read(&workspace, "link/passwd", ReadRange::default()).await, "path", "outside");
@@ -85,7 +88,11 @@ async fn a_symlink_chain_that_ends_outside_is_refused() {
     assert_eq!(fs::read(fixture.root.join("c1/secret")).unwrap(), SECRET);
     let workspace = fixture.workspace().await;
     assert_invalid(read(&workspace, "c1/secret", ReadRange::default()).await, "path", "outside");
-    assert_invalid(workspace.list(ListQuery::parse("c1", false, 0, "").unwrap()).await, "path", "outside");
+    assert_invalid(
+        workspace.list(ListQuery::parse("c1", false, 0, "").unwrap()).await,
+        "path",
+        "outside",
+    );
     let writing = RelPath::parse_file("path", "c1/new").unwrap();
     assert_invalid(workspace.write(&writing).await.map(|_| ()), "path", "outside");
     assert_eq!(fixture_outside_names(&fixture), ["secret"]);

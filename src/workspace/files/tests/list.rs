@@ -112,5 +112,8 @@ async fn names_that_are_not_utf8_are_skipped() {
     let fixture = tree();
     fs::write(fixture.root.join(OsStr::from_bytes(b"bad\xff")), b"x").unwrap();
     let workspace = fixture.workspace().await;
-    assert_eq!(all_pages(&workspace, "", false, 50).await, ["a", "a-b", "a0", "b.txt", "empty", "z"]);
+    assert_eq!(
+        all_pages(&workspace, "", false, 50).await,
+        ["a", "a-b", "a0", "b.txt", "empty", "z"]
+    );
 }

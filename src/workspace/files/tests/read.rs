@@ -22,9 +22,8 @@ async fn offsets_and_limits_across_chunk_boundaries() {
         (19, 1, b"j"),
     ];
     for &(offset, limit, expected) in cases {
-        let (size, chunks) = read(&workspace, "f", ReadRange::parse(offset, limit).unwrap())
-            .await
-            .unwrap();
+        let (size, chunks) =
+            read(&workspace, "f", ReadRange::parse(offset, limit).unwrap()).await.unwrap();
         assert_eq!(size, DATA.len() as u64);
         assert_eq!(concat(&chunks), expected, "offset {offset} limit {limit}");
         let mut next = offset as u64;
@@ -35,7 +34,8 @@ async fn offsets_and_limits_across_chunk_boundaries() {
         }
     }
     for offset in [20, 21, 1000] {
-        let (_, chunks) = read(&workspace, "f", ReadRange::parse(offset, 0).unwrap()).await.unwrap();
+        let (_, chunks) =
+            read(&workspace, "f", ReadRange::parse(offset, 0).unwrap()).await.unwrap();
         assert!(chunks.is_empty(), "offset {offset} at or past the end yields no chunk");
     }
 }
@@ -71,7 +71,11 @@ async fn directories_missing_files_and_bad_ranges_are_refused() {
     fixture.file("dir/f", DATA);
     let workspace = fixture.workspace().await;
     assert_invalid(read(&workspace, "dir", ReadRange::default()).await, "path", "directory");
-    assert_invalid(workspace.read(&RelPath::root("path"), ReadRange::default()).await.map(|_| ()), "path", "required");
+    assert_invalid(
+        workspace.read(&RelPath::root("path"), ReadRange::default()).await.map(|_| ()),
+        "path",
+        "required",
+    );
     assert_not_found(read(&workspace, "dir/missing", ReadRange::default()).await);
     assert_not_found(read(&workspace, "dir/f/below-a-file", ReadRange::default()).await);
     assert_invalid(ReadRange::parse(-1, 0), "offset", "negative");

@@ -22,7 +22,8 @@ async fn a_new_file_and_its_parents_are_created() {
     let workspace = fixture.workspace().await;
     assert_eq!(write(&workspace, "a/b/c.txt", &[b"hello ", b"", b"world"]).await.unwrap(), 11);
     assert_eq!(fs::read(fixture.root.join("a/b/c.txt")).unwrap(), b"hello world");
-    let mode = |rel: &str| fs::metadata(fixture.root.join(rel)).unwrap().permissions().mode() & 0o7777;
+    let mode =
+        |rel: &str| fs::metadata(fixture.root.join(rel)).unwrap().permissions().mode() & 0o7777;
     assert_eq!((mode("a"), mode("a/b"), mode("a/b/c.txt")), (0o755, 0o755, 0o644));
     assert_eq!(write(&workspace, "empty", &[]).await.unwrap(), 0);
     assert_eq!(fs::read(fixture.root.join("empty")).unwrap(), b"");
@@ -111,7 +112,11 @@ async fn writing_onto_a_directory_or_below_a_file_is_refused() {
     let workspace = fixture.workspace().await;
     assert_invalid(write(&workspace, "dir", &[b"x"]).await, "header.path", "directory");
     assert_invalid(write(&workspace, "dir/f/g", &[b"x"]).await, "header.path", "not a directory");
-    assert_invalid(workspace.write(&RelPath::root("header.path")).await.map(|_| ()), "header.path", "required");
+    assert_invalid(
+        workspace.write(&RelPath::root("header.path")).await.map(|_| ()),
+        "header.path",
+        "required",
+    );
     assert_eq!(fixture.names_below("dir"), ["f"]);
     // A directory appearing in place of the target while the stream runs.
     let mut writer = workspace.write(&path("later")).await.unwrap();
