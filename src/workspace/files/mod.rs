@@ -15,7 +15,7 @@
 //! - A caller's path is first checked lexically ([`RelPath`]): relative, no `..`, `.` or empty
 //!   components, no NUL, bounded length.
 //! - Every open of a caller's path is one `openat2` relative to an `O_PATH` fd of the root with
-//!   `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` ([`confine`]): the kernel refuses, at the moment of
+//!   `RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS` (`confine.rs`): the kernel refuses, at the moment of
 //!   the open, any symlink that is absolute or climbs above the root, so a symlink swapped in after
 //!   a check is judged as well. Such paths are INVALID_ARGUMENT ("leads outside the workspace").
 //! - **Decision: a symlink that stays inside the workspace is followed** when it is part of a
@@ -29,8 +29,9 @@
 //! - Reads open with `O_NONBLOCK` and refuse anything but a regular file, so a planted FIFO cannot
 //!   hang a request. Writes never write into an existing inode (temp file, then rename), so a hard
 //!   link cannot redirect a write either.
-//! - The listing walk holds at most three fds at a time whatever the depth of the tree, so a
-//!   deep tree cannot exhaust sandboxd's fds.
+//! - The listing walk holds a handful of fds whatever the depth of the tree (the listed
+//!   directory and the one being read; a parent is reopened on the way back up), so a deep tree
+//!   cannot exhaust sandboxd's fds.
 //!
 //! Residual: a directory already opened can be renamed by the sandbox while a request works in
 //! it, but only within what the sandbox can reach — the workspace is its own bind mount inside the
