@@ -73,6 +73,7 @@ impl App {
             routes: routes.clone(),
             runtimes: Arc::new(Runtimes::new(&config.runtime)),
             runtime_config: Arc::new(config.runtime.clone()),
+            file_limits: config.files,
         };
         let routing = RoutingService::new(
             store.clone(),

@@ -25,6 +25,7 @@ pub struct Config {
     pub templates: TemplatesConfig,
     pub telemetry: TelemetryConfig,
     pub runtime: RuntimeConfig,
+    pub files: crate::workspace::files::FileLimits,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -483,6 +484,7 @@ impl Config {
                 system.display()
             ));
         }
+        problems.extend(self.files.problems(self.server.max_message_bytes));
         if self.s3.enabled && self.s3.bucket.is_empty() {
             problems.push("s3.bucket must be set when s3.enabled".to_string());
         }

@@ -2,6 +2,7 @@
 //! call the domain, encode the answer. No SQL and no business rules live here.
 
 mod convert;
+mod files;
 mod guild_routing;
 mod requests;
 mod runtime_requests;

@@ -1,11 +1,11 @@
-//! `sandboxd.v1.SyncService`. Every RPC is part of the API already and answers UNIMPLEMENTED
-//! until workspace sync, git and locks land.
+//! `sandboxd.v1.SyncService`. File access is in `files`, workspace sync in `sync`; git and
+//! locks answer UNIMPLEMENTED until they land.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ResponseStream, unimplemented};
+use super::{ResponseStream, files, unimplemented};
 use crate::{app::App, proto, proto::sync_service_server::SyncService};
 
 pub struct SyncServiceApi {
@@ -20,7 +20,6 @@ impl SyncServiceApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 const SYNC: &str = "workspace sync (PushWorkspace, PullWorkspace, GetSyncStatus)";
-const FILES: &str = "workspace file access (ListFiles, ReadFile, WriteFile)";
 const GIT: &str = "git in the workspace (GitPush, GitPull, GitStatus, GitDiff)";
 const LOCKS: &str = "distributed locks (AcquireLock, RenewLock, ReleaseLock)";
 
@@ -51,7 +50,7 @@ impl SyncService for SyncServiceApi {
         &self,
         request: Request<proto::ListFilesRequest>,
     ) -> Reply<proto::ListFilesResponse> {
-        unimplemented(&self.app, &request, FILES).await
+        files::list(&self.app, request).await
     }
 
     type ReadFileStream = ResponseStream<proto::ReadFileResponse>;
@@ -60,14 +59,14 @@ impl SyncService for SyncServiceApi {
         &self,
         request: Request<proto::ReadFileRequest>,
     ) -> Reply<Self::ReadFileStream> {
-        unimplemented(&self.app, &request, FILES).await
+        files::read(&self.app, request).await
     }
 
     async fn write_file(
         &self,
         request: Request<Streaming<proto::WriteFileRequest>>,
     ) -> Reply<proto::WriteFileResponse> {
-        unimplemented(&self.app, &request, FILES).await
+        files::write(&self.app, request).await
     }
 
     async fn git_push(

@@ -15,6 +15,7 @@ use crate::{
     error::{Error, Result},
     runtime::{ExecEvent, ExecSpec, ExitStatus},
     template::Template,
+    workspace::files::Workspace,
 };
 
 /// A validated Exec request.
@@ -133,8 +134,20 @@ impl SandboxManager {
         Ok(HookOutcome { exit, stdout, stderr, duration: started.elapsed() })
     }
 
+    /// The workspace of a RUNNING `process` sandbox, opened for file access.
+    #[tracing::instrument(name = "sandbox.workspace", skip_all, fields(sandbox_id = %id))]
+    pub async fn workspace(&self, principal: &Principal, id: SandboxId) -> Result<Workspace> {
+        let (_, template) = self.running_with_runtime(principal, id).await?;
+        let root = self
+            .runtimes
+            .get(template.runtime)
+            .workspace(id)
+            .ok_or_else(crate::runtime::no_processes)?;
+        Workspace::open(root, self.file_limits).await
+    }
+
     /// The sandbox, when it is RUNNING and its template runs commands.
-    async fn running_with_runtime(
+    pub(crate) async fn running_with_runtime(
         &self,
         principal: &Principal,
         id: SandboxId,

@@ -18,6 +18,7 @@ use crate::{
     runtime::Runtimes,
     store::{Store, sandboxes::Scope},
     template::TemplateCatalog,
+    workspace::files::FileLimits,
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,6 +52,7 @@ pub struct SandboxManager {
     /// What runs sandboxes' commands, by template runtime.
     pub(crate) runtimes: Arc<Runtimes>,
     pub(crate) runtime_config: Arc<RuntimeConfig>,
+    pub(crate) file_limits: FileLimits,
 }
 
 pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
