@@ -14,6 +14,7 @@ pub mod sandbox_schema;
 pub mod sandbox_transitions;
 pub mod sandbox_updates;
 pub mod sandboxes;
+pub mod workspace_syncs;
 
 use std::str::FromStr;
 
