@@ -25,6 +25,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod workspace;
 
 /// Resolves on SIGINT or SIGTERM.
 pub async fn shutdown_signal() {

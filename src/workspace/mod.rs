@@ -1,0 +1,3 @@
+//! Sandbox workspaces: incremental sync between a workspace directory and the object store.
+
+pub mod sync;
