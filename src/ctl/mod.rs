@@ -6,6 +6,7 @@ mod bench_bare;
 mod bench_listing;
 mod bench_pool;
 mod bench_resolve;
+mod bench_sync;
 mod output;
 mod pool;
 mod routes;
@@ -65,6 +66,10 @@ enum Command {
     /// A bare tonic Health server, the ceiling of `bench resolve --bare-addr`.
     #[command(hide = true)]
     BenchBareServer(bench_bare::BareServerArgs),
+    /// Workspace sync beside aws-cli and rclone on an in-process S3 server (see
+    /// scripts/bench-sync).
+    #[command(hide = true)]
+    BenchSync(bench_sync::BenchSyncArgs),
 }
 
 #[derive(Clone)]
@@ -140,8 +145,11 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     // A server, not a client: it connects to nothing.
-    if let Command::BenchBareServer(args) = cli.command {
-        return bench_bare::serve(args).await;
+    match cli.command {
+        Command::BenchBareServer(args) => return bench_bare::serve(args).await,
+        // Runs its own S3 server and talks to no sandboxd.
+        Command::BenchSync(args) => return bench_sync::run(args, cli.json).await,
+        _ => {}
     }
     let connection = connect(&cli).await?;
     match cli.command {
@@ -149,6 +157,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Route { command } => routes::run(&connection, command, cli.json).await,
         Command::Pool { command } => pool::run(&connection, command, cli.json).await,
         Command::Bench { command } => bench::run(&connection, command, cli.json).await,
-        Command::BenchBareServer(_) => unreachable!("served above, before connecting"),
+        Command::BenchBareServer(_) | Command::BenchSync(_) => {
+            unreachable!("run above, before connecting")
+        }
     }
 }
