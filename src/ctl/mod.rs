@@ -6,6 +6,7 @@ mod bench_bare;
 mod bench_listing;
 mod bench_pool;
 mod bench_resolve;
+mod bench_sync;
 mod exec;
 mod output;
 mod pool;
@@ -70,6 +71,10 @@ enum Command {
     /// A bare tonic Health server, the ceiling of `bench resolve --bare-addr`.
     #[command(hide = true)]
     BenchBareServer(bench_bare::BareServerArgs),
+    /// Workspace sync beside aws-cli and rclone on an in-process S3 server (see
+    /// scripts/bench-sync).
+    #[command(hide = true)]
+    BenchSync(bench_sync::BenchSyncArgs),
 }
 
 #[derive(Clone)]
@@ -145,8 +150,15 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A server, not a client: it connects to nothing.
-    if let Command::BenchBareServer(args) = cli.command {
-        return bench_bare::serve(args).await.map(|()| ExitCode::SUCCESS);
+    match cli.command {
+        Command::BenchBareServer(args) => {
+            return bench_bare::serve(args).await.map(|()| ExitCode::SUCCESS);
+        }
+        // Runs its own S3 server and talks to no sandboxd.
+        Command::BenchSync(args) => {
+            return bench_sync::run(args, cli.json).await.map(|()| ExitCode::SUCCESS);
+        }
+        _ => {}
     }
     let connection = connect(&cli).await?;
     let json = cli.json;
@@ -157,7 +169,9 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route { command } => routes::run(&connection, command, json).await,
         Command::Pool { command } => pool::run(&connection, command, json).await,
         Command::Bench { command } => bench::run(&connection, command, json).await,
-        Command::BenchBareServer(_) => unreachable!("served above, before connecting"),
+        Command::BenchBareServer(_) | Command::BenchSync(_) => {
+            unreachable!("run above, before connecting")
+        }
     };
     done.map(|()| ExitCode::SUCCESS)
 }

@@ -18,7 +18,7 @@ use crate::{
 
 pub use postgres::ThrowawayPostgres;
 pub use redis_server::{ThrowawayRedis, free_port};
-pub use s3::InProcessS3;
+pub use s3::{InProcessS3, RefuseRule, RequestTap, Tapped, request_label};
 
 /// Dependencies the user already runs, from `DATABASE_URL` / `REDIS_URL`.
 #[derive(Debug, Default, Clone)]

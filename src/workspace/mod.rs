@@ -1,3 +1,5 @@
-//! Sandbox workspaces on the host: confined file access (`files`) and object-store sync.
+//! Sandbox workspaces on the host: confined file access (`files`) and incremental sync with
+//! the object store (`sync`).
 
 pub mod files;
+pub mod sync;

@@ -7,6 +7,7 @@
 
 pub mod gate;
 pub mod redis_cluster;
+pub mod s3_servers;
 
 use std::{net::SocketAddr, time::Duration};
 
