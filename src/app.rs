@@ -17,7 +17,7 @@ use crate::{
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     runtime::Runtimes,
-    sandbox::SandboxManager,
+    sandbox::{SandboxManager, workspace_sync::WorkspaceSyncs},
     store::Store,
     template::TemplateCatalog,
 };
@@ -74,6 +74,7 @@ impl App {
             runtimes: Arc::new(Runtimes::new(&config.runtime)),
             runtime_config: Arc::new(config.runtime.clone()),
             file_limits: config.files,
+            syncs: Arc::new(WorkspaceSyncs::new(config.s3.clone(), config.sync.clone())),
         };
         let routing = RoutingService::new(
             store.clone(),

@@ -26,6 +26,7 @@ pub struct Config {
     pub telemetry: TelemetryConfig,
     pub runtime: RuntimeConfig,
     pub files: crate::workspace::files::FileLimits,
+    pub sync: crate::workspace::sync::SyncSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -485,6 +486,9 @@ impl Config {
             ));
         }
         problems.extend(self.files.problems(self.server.max_message_bytes));
+        if let Err(error) = self.sync.validate() {
+            problems.push(error.to_string());
+        }
         if self.s3.enabled && self.s3.bucket.is_empty() {
             problems.push("s3.bucket must be set when s3.enabled".to_string());
         }

@@ -8,6 +8,7 @@ mod requests;
 mod runtime_requests;
 mod sandbox_control;
 mod sync_service;
+mod workspace_sync;
 
 use std::{pin::Pin, sync::Arc};
 

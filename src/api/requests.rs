@@ -52,7 +52,20 @@ pub fn create_spec(request: proto::CreateSandboxRequest) -> Result<CreateSpec> {
     {
         violations.push(violation);
     }
-    let spec = CreateSpec { template: request.template, name, labels, metadata, ttl, request_id };
+    let init_from_store = collect(
+        optional_sandbox_id_named("init_from_store", &request.init_from_store),
+        &mut violations,
+    )
+    .flatten();
+    let spec = CreateSpec {
+        template: request.template,
+        name,
+        labels,
+        metadata,
+        ttl,
+        request_id,
+        init_from_store,
+    };
     violations_to_result(spec, violations)
 }
 
@@ -98,6 +111,7 @@ pub struct DestroyRequest {
     pub id: SandboxId,
     pub reason: String,
     pub etag: Option<String>,
+    pub final_sync: bool,
 }
 
 pub fn destroy(request: proto::DestroySandboxRequest) -> Result<DestroyRequest> {
@@ -106,13 +120,12 @@ pub fn destroy(request: proto::DestroySandboxRequest) -> Result<DestroyRequest> 
     if let Some(violation) = validate::check_reason("reason", &request.reason) {
         violations.push(violation);
     }
-    if request.final_sync {
-        return Err(Error::Unimplemented("final workspace sync on destroy (SyncService)"));
-    }
     let etag = (!request.etag.is_empty()).then_some(request.etag);
     match id {
         Some(id) => {
-            violations_to_result(DestroyRequest { id, reason: request.reason, etag }, violations)
+            let final_sync = request.final_sync;
+            let destroy = DestroyRequest { id, reason: request.reason, etag, final_sync };
+            violations_to_result(destroy, violations)
         }
         None => Err(Error::InvalidArgument(violations)),
     }
@@ -141,6 +154,7 @@ pub fn ensure_spec(request: proto::EnsureSandboxRequest) -> Result<CreateSpec> {
         metadata: request.metadata,
         ttl: request.ttl,
         request_id: request.request_id,
+        init_from_store: request.init_from_store,
     };
     let spec = create_spec(create);
     match (spec, name_missing) {
@@ -160,7 +174,11 @@ pub fn sandbox_id(value: &str) -> Result<SandboxId> {
 
 /// An optional sandbox id (empty means none).
 pub fn optional_sandbox_id(value: &str) -> Result<Option<SandboxId>> {
-    if value.is_empty() { Ok(None) } else { sandbox_id(value).map(Some) }
+    optional_sandbox_id_named("sandbox_id", value)
+}
+
+fn optional_sandbox_id_named(field: &str, value: &str) -> Result<Option<SandboxId>> {
+    if value.is_empty() { Ok(None) } else { SandboxId::parse(field, value).map(Some) }
 }
 
 fn optional_subject(

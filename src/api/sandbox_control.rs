@@ -106,7 +106,13 @@ impl SandboxControl for SandboxControlApi {
         let sandbox = self
             .app
             .sandboxes
-            .destroy(&principal, destroy.id, &destroy.reason, destroy.etag.as_deref())
+            .destroy(
+                &principal,
+                destroy.id,
+                &destroy.reason,
+                destroy.etag.as_deref(),
+                destroy.final_sync,
+            )
             .await?;
         Ok(Response::new(self.encode(sandbox)))
     }

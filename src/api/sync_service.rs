@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ResponseStream, files, unimplemented};
+use super::{ResponseStream, files, unimplemented, workspace_sync};
 use crate::{app::App, proto, proto::sync_service_server::SyncService};
 
 pub struct SyncServiceApi {
@@ -19,7 +19,6 @@ impl SyncServiceApi {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-const SYNC: &str = "workspace sync (PushWorkspace, PullWorkspace, GetSyncStatus)";
 const GIT: &str = "git in the workspace (GitPush, GitPull, GitStatus, GitDiff)";
 const LOCKS: &str = "distributed locks (AcquireLock, RenewLock, ReleaseLock)";
 
@@ -29,21 +28,21 @@ impl SyncService for SyncServiceApi {
         &self,
         request: Request<proto::PushWorkspaceRequest>,
     ) -> Reply<proto::SyncResult> {
-        unimplemented(&self.app, &request, SYNC).await
+        workspace_sync::push(&self.app, request).await
     }
 
     async fn pull_workspace(
         &self,
         request: Request<proto::PullWorkspaceRequest>,
     ) -> Reply<proto::SyncResult> {
-        unimplemented(&self.app, &request, SYNC).await
+        workspace_sync::pull(&self.app, request).await
     }
 
     async fn get_sync_status(
         &self,
         request: Request<proto::GetSyncStatusRequest>,
     ) -> Reply<proto::GetSyncStatusResponse> {
-        unimplemented(&self.app, &request, SYNC).await
+        workspace_sync::status(&self.app, request).await
     }
 
     async fn list_files(

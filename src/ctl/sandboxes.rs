@@ -104,6 +104,9 @@ pub struct CreateOptions {
     /// Idempotency key: retrying with the same id returns the same sandbox.
     #[arg(long)]
     request_id: Option<String>,
+    /// Start the workspace from this earlier sandbox's pushed workspace.
+    #[arg(long)]
+    init_from_store: Option<String>,
 }
 
 fn parse_label(value: &str) -> Result<(String, String), String> {
@@ -139,6 +142,7 @@ fn create_request(
         ttl: options.ttl.map(proto_duration),
         request_id: options.request_id.unwrap_or_default(),
         metadata: None,
+        init_from_store: options.init_from_store.unwrap_or_default(),
     }
 }
 
@@ -168,6 +172,7 @@ pub async fn run(
                 metadata: create.metadata,
                 ttl: create.ttl,
                 request_id: create.request_id,
+                init_from_store: create.init_from_store,
             };
             let response = client.ensure_sandbox(request).await?.into_inner();
             if !json {

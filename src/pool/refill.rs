@@ -94,7 +94,8 @@ impl SandboxManager {
         .await;
         match created {
             Ok(CreateOutcome::Created(member)) if booting.is_some() => {
-                let ready = self.boot(*member, template, SandboxState::Ready, "system").await?;
+                let ready_state = SandboxState::Ready;
+                let ready = self.boot(*member, template, ready_state, None, "system").await?;
                 tracing::info!(sandbox_id = %ready.id, template = %template.name, "pool member booted and ready");
                 Ok(true)
             }

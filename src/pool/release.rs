@@ -142,7 +142,7 @@ impl SandboxManager {
             && boot::boots(&template)
         {
             self.runtimes.get(template.runtime).destroy(sandbox.id).await?;
-            self.prepare_runtime(sandbox, &template).await?;
+            self.prepare_runtime(sandbox, &template, None).await?;
         }
         self.redis.purge(sandbox.id).await?;
         self.redis.provision(sandbox.id, "", &sandbox.template).await?;

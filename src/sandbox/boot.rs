@@ -5,9 +5,10 @@
 //! booting leaves CREATING, which the reconciler fails after the template's `boot_timeout`.
 
 use super::{
-    Sandbox, SandboxState,
+    Sandbox, SandboxId, SandboxState,
     exec::HookSpec,
     manager::{SandboxManager, changed_concurrently},
+    workspace_sync::SyncSpec,
 };
 use crate::{
     error::{Error, Result},
@@ -32,9 +33,10 @@ impl SandboxManager {
         sandbox: Sandbox,
         template: &Template,
         ready_state: SandboxState,
+        init_from: Option<SandboxId>,
         actor: &str,
     ) -> Result<Sandbox> {
-        match self.prepare_runtime(&sandbox, template).await {
+        match self.prepare_runtime(&sandbox, template, init_from).await {
             Ok(()) => self.finish_boot(&sandbox, ready_state, actor).await,
             Err(error) => {
                 self.fail_boot(&sandbox, &error, actor).await;
@@ -43,13 +45,19 @@ impl SandboxManager {
         }
     }
 
-    /// The workspace, then the `cold_start` hook when the template has one.
+    /// The workspace, filled from `init_from`'s pushed workspace when given, then the
+    /// `cold_start` hook when the template has one.
     pub(crate) async fn prepare_runtime(
         &self,
         sandbox: &Sandbox,
         template: &Template,
+        init_from: Option<SandboxId>,
     ) -> Result<()> {
         self.runtimes.get(template.runtime).provision(sandbox.id).await?;
+        if let Some(source) = init_from {
+            let everything = SyncSpec { delete: false, ..SyncSpec::default() };
+            self.pull_into(sandbox, source, &everything).await?;
+        }
         if !template.hooks.contains_key(COLD_START) {
             return Ok(());
         }

@@ -34,6 +34,8 @@ pub struct CreateSpec {
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub ttl: Option<Duration>,
     pub request_id: Option<String>,
+    /// An earlier sandbox whose pushed workspace the new one starts from.
+    pub init_from_store: Option<SandboxId>,
 }
 
 impl SandboxManager {
@@ -46,6 +48,7 @@ impl SandboxManager {
             .templates
             .get(&spec.template)
             .ok_or_else(|| Error::not_found("template", &spec.template))?;
+        let init_from = self.init_source(principal, &template, spec.init_from_store).await?;
         let new = self.new_sandbox(principal, &template, spec)?;
         if let Some(earlier) = self.answer_for_request_id(principal, &new).await? {
             return Ok(earlier);
@@ -53,9 +56,9 @@ impl SandboxManager {
         let (manager, actor) = (self.clone(), principal.actor());
         let provisioning = new.clone();
         let outcome = self
-            .run_to_completion(
-                async move { manager.provision(provisioning, template, actor).await },
-            )
+            .run_to_completion(async move {
+                manager.provision(provisioning, template, init_from, actor).await
+            })
             .await?;
         match outcome {
             CreateOutcome::Created(sandbox) => Ok(*sandbox),
@@ -126,6 +129,28 @@ impl SandboxManager {
         Err(last_error.unwrap_or_else(|| changed_concurrently_name(&name)))
     }
 
+    /// The sandbox `init_from_store` names: visible to the caller, and only for a template
+    /// whose runtime has a workspace.
+    async fn init_source(
+        &self,
+        principal: &Principal,
+        template: &Template,
+        source: Option<SandboxId>,
+    ) -> Result<Option<SandboxId>> {
+        let Some(source) = source else { return Ok(None) };
+        if !boot::boots(template) {
+            return Err(Error::invalid(
+                "init_from_store",
+                format!(
+                    "template {:?} has runtime \"none\": it has no workspace to fill",
+                    template.name
+                ),
+            ));
+        }
+        self.find(principal, &SandboxSelector::Id(source)).await?;
+        Ok(Some(source))
+    }
+
     fn new_sandbox(
         &self,
         principal: &Principal,
@@ -194,11 +219,16 @@ impl SandboxManager {
         &self,
         new: NewSandbox,
         template: Arc<Template>,
+        init_from: Option<SandboxId>,
         actor: String,
     ) -> Result<CreateOutcome> {
         let quota = self.defaults.max_live_per_owner;
         let pooled = template.pool.enabled;
-        if pooled && let Some(claimed) = self.store.claim_pool_member(&new, quota, &actor).await? {
+        // A member's workspace was made without the caller's earlier files: start cold.
+        let claimable = pooled && init_from.is_none();
+        if claimable
+            && let Some(claimed) = self.store.claim_pool_member(&new, quota, &actor).await?
+        {
             if let CreateOutcome::Created(_) = claimed {
                 self.pool_wakeup.notify_one();
             }
@@ -213,7 +243,8 @@ impl SandboxManager {
         .await;
         match created {
             Ok(CreateOutcome::Created(sandbox)) if booting.is_some() => {
-                let booted = self.boot(*sandbox, &template, SandboxState::Running, &actor).await?;
+                let ready = SandboxState::Running;
+                let booted = self.boot(*sandbox, &template, ready, init_from, &actor).await?;
                 Ok(CreateOutcome::Created(Box::new(booted)))
             }
             Ok(CreateOutcome::Created(sandbox)) => Ok(CreateOutcome::Created(sandbox)),
@@ -273,6 +304,7 @@ fn fingerprint(spec: &CreateSpec, ttl: Duration) -> String {
         "labels": spec.labels,
         "metadata": spec.metadata,
         "ttl_seconds": ttl.as_secs(),
+        "init_from_store": spec.init_from_store.map(|id| id.to_string()),
     });
     hex::encode(Sha256::digest(canonical.to_string().as_bytes()))
 }

@@ -5,7 +5,8 @@
 //! 1. **Intent**: the row is locked and moved to DESTROYING (routes removed, audited, this
 //!    replica recorded as its worker), and that commits.
 //! 2. **Resources**, with no database lock held: the runtime's processes are killed and its
-//!    workspace removed (`process`); on Redis Cluster the Redis keys are unlinked
+//!    workspace removed (`process`), the object prefix removed unless the template keeps it
+//!    (`keep_objects`); on Redis Cluster the Redis keys are unlinked
 //!    (read from the sandbox's hash slot). On one server they are left to the reconciler's
 //!    batched keyspace pass, since finding them there means walking every key
 //!    (`isolation::redis_namespace` has the reasoning).
@@ -22,6 +23,7 @@
 use super::{
     Sandbox, SandboxId, SandboxState,
     manager::{SandboxManager, check_etag, scope},
+    workspace_sync::SyncSpec,
 };
 use crate::{
     auth::Principal,
@@ -73,8 +75,15 @@ impl SandboxManager {
         id: SandboxId,
         reason: &str,
         etag: Option<&str>,
+        final_sync: bool,
     ) -> Result<Sandbox> {
         principal.require_manager()?;
+        if final_sync {
+            // Before anything changes: a failed sync fails the destroy, the sandbox runs on.
+            let (sandbox, _) = self.running_with_runtime(principal, id).await?;
+            check_etag(&sandbox, etag)?;
+            self.push_sandbox(&sandbox, &SyncSpec { delete: true, ..SyncSpec::default() }).await?;
+        }
         let reason = if reason.is_empty() { "requested by caller" } else { reason };
         let teardown = Teardown::for_caller(principal, reason);
         let (manager, etag) = (self.clone(), etag.map(str::to_string));
@@ -101,6 +110,8 @@ impl SandboxManager {
             .ok_or_else(|| Error::not_found("sandbox", id.to_string()))?;
         let sandbox = locked.sandbox();
         let runtime = self.runtime_of_template(&sandbox.template);
+        // A template no longer configured keeps the objects: nothing says to remove them.
+        let keep_objects = self.templates.get(&sandbox.template).is_none_or(|t| t.keep_objects);
         match sandbox.state {
             SandboxState::Destroyed => return locked.release().await,
             SandboxState::Pending | SandboxState::Creating => {
@@ -133,7 +144,7 @@ impl SandboxManager {
                 }
             }
         }
-        match self.remove_resources(id, runtime, teardown).await {
+        match self.remove_resources(id, runtime, keep_objects, teardown).await {
             Ok(destroyed) => Ok(destroyed),
             Err(error) => {
                 tracing::warn!(sandbox_id = %id, %error, "destroy stopped at DESTROYING; it will be finished later");
@@ -146,15 +157,18 @@ impl SandboxManager {
         }
     }
 
-    /// Steps 2 and 3: without any database lock, the runtime's processes and workspace, and
-    /// the Redis keys (when that is cheap); then the schema with DESTROYED.
+    /// Steps 2 and 3: without any database lock, the runtime's processes and workspace, the
+    /// object prefix (unless the template keeps it) and the Redis keys (when that is cheap);
+    /// then the schema with DESTROYED.
     async fn remove_resources(
         &self,
         id: SandboxId,
         runtime: RuntimeKind,
+        keep_objects: bool,
         teardown: &Teardown,
     ) -> Result<Sandbox> {
         self.runtimes.get(runtime).destroy(id).await?;
+        self.remove_objects(id, keep_objects).await?;
         let removed_keys = self.redis.purge_if_cheap(id).await?;
         tracing::debug!(sandbox_id = %id, ?removed_keys, "sandbox keys removed (None: left to the keyspace pass)");
         let scope = Scope { tenant: &teardown.tenant, owner: None };

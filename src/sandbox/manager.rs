@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Sandbox, SandboxId, activity::ActivityTracker};
+use super::{Sandbox, SandboxId, activity::ActivityTracker, workspace_sync::WorkspaceSyncs};
 use crate::{
     auth::Principal,
     config::{RuntimeConfig, SandboxDefaults},
@@ -53,6 +53,8 @@ pub struct SandboxManager {
     pub(crate) runtimes: Arc<Runtimes>,
     pub(crate) runtime_config: Arc<RuntimeConfig>,
     pub(crate) file_limits: FileLimits,
+    /// The object store and per-sandbox sync state.
+    pub(crate) syncs: Arc<WorkspaceSyncs>,
 }
 
 pub(crate) fn scope(principal: &Principal) -> Scope<'_> {

@@ -15,6 +15,7 @@ pub mod page_token;
 pub mod state;
 pub mod validate;
 pub mod watch;
+pub mod workspace_sync;
 
 pub use create::CreateSpec;
 pub use manager::{SandboxManager, SandboxSelector};

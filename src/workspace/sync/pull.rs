@@ -90,16 +90,22 @@ pub async fn pull(
             },
             _ => Action::Download,
         };
-        work.push((relative.as_str(), *entry, action));
+        work.push((relative.clone(), *entry, action));
     }
 
     let permits = Semaphore::new(settings.concurrency);
     let context = Context { root: workspace, target, cache, owner: &owner, permits: &permits };
-    let outcomes: Vec<Result<Option<u64>>> = stream::iter(work)
-        .map(|(relative, entry, action)| context.pull_one(relative, entry, action))
-        .buffer_unordered(settings.concurrency)
-        .collect()
-        .await;
+    let context = &context;
+    // Owned paths in the work items: a closure over borrowed ones is not provably `Send` for
+    // every lifetime once this future runs inside a spawned task.
+    let outcomes: Vec<Result<Option<u64>>> =
+        stream::iter(work)
+            .map(|(relative, entry, action)| async move {
+                context.pull_one(&relative, entry, action).await
+            })
+            .buffer_unordered(settings.concurrency)
+            .collect()
+            .await;
     for outcome in outcomes {
         if let Some(bytes) = outcome? {
             report.files_transferred += 1;

@@ -1,0 +1,250 @@
+//! PushWorkspace, PullWorkspace and GetSyncStatus, and the syncs of the lifecycle
+//! (`init_from_store` at create, `final_sync` at destroy, removing the prefix on destroy when
+//! the template does not keep it). The transfer itself is `workspace::sync`.
+//!
+//! Syncs of one sandbox run one at a time on this replica (a per-sandbox mutex), so two pushes
+//! cannot interleave their manifests. The object store is optional (`s3.enabled`); without it
+//! sync RPCs answer FAILED_PRECONDITION.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use chrono::{DateTime, SubsecRound, Utc};
+use tokio::sync::OnceCell;
+
+use super::{Sandbox, SandboxId, SandboxSelector, manager::SandboxManager};
+use crate::{
+    auth::Principal,
+    config::S3Config,
+    error::{Error, Result},
+    workspace::sync::{self, HashCache, SyncReport, SyncRequest, SyncSettings, SyncTarget},
+};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncDirection {
+    Push,
+    Pull,
+}
+
+/// A completed sync, as GetSyncStatus reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRecord {
+    pub direction: SyncDirection,
+    pub files_scanned: u64,
+    pub files_transferred: u64,
+    pub files_deleted: u64,
+    pub bytes_transferred: u64,
+    pub duration: Duration,
+    pub finished_at: DateTime<Utc>,
+}
+
+/// What a push or pull answers: the sync, or a pull skipped because of a recent sync.
+#[derive(Debug, Clone)]
+pub struct SyncOutcome {
+    pub record: SyncRecord,
+    pub skipped: bool,
+}
+
+/// A validated push or pull request.
+#[derive(Debug, Clone, Default)]
+pub struct SyncSpec {
+    pub paths: Vec<String>,
+    pub delete: bool,
+    /// Pull only: skip when the last sync finished less than this long ago.
+    pub max_staleness: Option<Duration>,
+}
+
+/// The object store and the per-sandbox sync state of this replica.
+pub struct WorkspaceSyncs {
+    s3: S3Config,
+    settings: SyncSettings,
+    client: OnceCell<aws_sdk_s3::Client>,
+    sandboxes: Mutex<HashMap<SandboxId, Arc<SandboxSync>>>,
+}
+
+/// One sandbox's sync state: the mutex its syncs take and its hash cache.
+#[derive(Default)]
+struct SandboxSync {
+    running: tokio::sync::Mutex<()>,
+    cache: HashCache,
+}
+
+impl WorkspaceSyncs {
+    pub fn new(s3: S3Config, settings: SyncSettings) -> Self {
+        Self { s3, settings, client: OnceCell::new(), sandboxes: Mutex::default() }
+    }
+
+    fn enabled(&self) -> bool {
+        self.s3.enabled
+    }
+
+    async fn target(&self, id: SandboxId) -> Result<SyncTarget> {
+        if !self.enabled() {
+            return Err(Error::FailedPrecondition {
+                reason: "OBJECT_STORE_DISABLED",
+                message: "this server has no object store configured (s3.enabled = false)".into(),
+            });
+        }
+        let client = self.client.get_or_init(|| crate::objectstore::client(&self.s3)).await;
+        Ok(SyncTarget::for_sandbox(client.clone(), &self.s3.bucket, id.as_uuid()))
+    }
+
+    fn state(&self, id: SandboxId) -> Arc<SandboxSync> {
+        let mut sandboxes =
+            self.sandboxes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sandboxes.entry(id).or_default().clone()
+    }
+
+    fn forget(&self, id: SandboxId) {
+        let mut sandboxes =
+            self.sandboxes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        sandboxes.remove(&id);
+    }
+}
+
+/// The sync engine's futures are `Send`, but the compiler cannot prove it for every lifetime
+/// once they are nested in a spawned lifecycle task (its stream combinators borrow); boxing them
+/// here proves it where the lifetimes are concrete.
+fn sendable<'a, T>(
+    future: impl std::future::Future<Output = T> + Send + 'a,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
+    Box::pin(future)
+}
+
+fn record(direction: SyncDirection, report: &SyncReport) -> SyncRecord {
+    SyncRecord {
+        direction,
+        files_scanned: report.files_scanned,
+        files_transferred: report.files_transferred,
+        files_deleted: report.files_deleted,
+        bytes_transferred: report.bytes_transferred,
+        duration: report.duration,
+        // PostgreSQL keeps microseconds: answer what GetSyncStatus will report.
+        finished_at: Utc::now().trunc_subsecs(6),
+    }
+}
+
+impl SandboxManager {
+    /// PushWorkspace: a RUNNING `process` sandbox's workspace to its prefix.
+    #[tracing::instrument(name = "sandbox.push_workspace", skip_all, fields(sandbox_id = %id))]
+    pub async fn push_workspace(
+        &self,
+        principal: &Principal,
+        id: SandboxId,
+        spec: SyncSpec,
+    ) -> Result<SyncOutcome> {
+        let (sandbox, _) = self.running_with_runtime(principal, id).await?;
+        self.push_sandbox(&sandbox, &spec).await
+    }
+
+    /// PullWorkspace: the sandbox's prefix into its RUNNING `process` workspace, unless the
+    /// last sync is newer than `max_staleness`.
+    #[tracing::instrument(name = "sandbox.pull_workspace", skip_all, fields(sandbox_id = %id))]
+    pub async fn pull_workspace(
+        &self,
+        principal: &Principal,
+        id: SandboxId,
+        spec: SyncSpec,
+    ) -> Result<SyncOutcome> {
+        let (sandbox, _) = self.running_with_runtime(principal, id).await?;
+        if let Some(max_staleness) = spec.max_staleness {
+            let newest = self.store.last_syncs(id).await?.into_iter().max_by_key(|r| r.finished_at);
+            let fresh = newest.filter(|last| {
+                (Utc::now() - last.finished_at).to_std().unwrap_or_default() < max_staleness
+            });
+            if let Some(last) = fresh {
+                let record = SyncRecord {
+                    direction: SyncDirection::Pull,
+                    files_scanned: 0,
+                    files_transferred: 0,
+                    files_deleted: 0,
+                    bytes_transferred: 0,
+                    duration: Duration::ZERO,
+                    finished_at: last.finished_at,
+                };
+                return Ok(SyncOutcome { record, skipped: true });
+            }
+        }
+        self.pull_into(&sandbox, sandbox.id, &spec).await
+    }
+
+    /// GetSyncStatus: the last push and the last pull (the sandbox may be in any state).
+    pub async fn sync_status(
+        &self,
+        principal: &Principal,
+        id: SandboxId,
+    ) -> Result<(Option<SyncRecord>, Option<SyncRecord>)> {
+        self.get(principal, &SandboxSelector::Id(id)).await?;
+        let records = self.store.last_syncs(id).await?;
+        let last = |direction| records.iter().find(|r| r.direction == direction).cloned();
+        Ok((last(SyncDirection::Push), last(SyncDirection::Pull)))
+    }
+
+    /// Pushes a sandbox's workspace and records it (also the `final_sync` of a destroy).
+    pub(crate) async fn push_sandbox(
+        &self,
+        sandbox: &Sandbox,
+        spec: &SyncSpec,
+    ) -> Result<SyncOutcome> {
+        let (workspace, target) = self.sync_ends(sandbox, sandbox.id).await?;
+        let state = self.syncs.state(sandbox.id);
+        let _one_at_a_time = state.running.lock().await;
+        let request = SyncRequest { paths: &spec.paths, delete: spec.delete };
+        let settings = &self.syncs.settings;
+        let report =
+            sendable(sync::push(&workspace, &target, &request, settings, &state.cache)).await?;
+        let record = record(SyncDirection::Push, &report);
+        self.store.record_sync(sandbox.id, &record).await?;
+        Ok(SyncOutcome { record, skipped: false })
+    }
+
+    /// Pulls the prefix of `source` (the sandbox itself, or the earlier sandbox of
+    /// `init_from_store`) into the sandbox's workspace, and records it.
+    pub(crate) async fn pull_into(
+        &self,
+        sandbox: &Sandbox,
+        source: SandboxId,
+        spec: &SyncSpec,
+    ) -> Result<SyncOutcome> {
+        let (workspace, target) = self.sync_ends(sandbox, source).await?;
+        let state = self.syncs.state(sandbox.id);
+        let _one_at_a_time = state.running.lock().await;
+        let request = SyncRequest { paths: &spec.paths, delete: spec.delete };
+        let settings = &self.syncs.settings;
+        let report =
+            sendable(sync::pull(&workspace, &target, &request, settings, &state.cache)).await?;
+        let record = record(SyncDirection::Pull, &report);
+        self.store.record_sync(sandbox.id, &record).await?;
+        Ok(SyncOutcome { record, skipped: false })
+    }
+
+    /// Removes the sandbox's objects at destroy when its template does not keep them; forgets
+    /// its sync state either way.
+    pub(crate) async fn remove_objects(&self, id: SandboxId, keep: bool) -> Result<()> {
+        self.syncs.forget(id);
+        if keep || !self.syncs.enabled() {
+            return Ok(());
+        }
+        let target = self.syncs.target(id).await?;
+        let removed = sync::delete_prefix(&target).await?;
+        tracing::debug!(sandbox_id = %id, removed, "object prefix removed");
+        Ok(())
+    }
+
+    async fn sync_ends(
+        &self,
+        sandbox: &Sandbox,
+        source: SandboxId,
+    ) -> Result<(std::path::PathBuf, SyncTarget)> {
+        let template = self.template_of(sandbox)?;
+        let workspace = self
+            .runtimes
+            .get(template.runtime)
+            .workspace(sandbox.id)
+            .ok_or_else(crate::runtime::no_processes)?;
+        Ok((workspace, self.syncs.target(source).await?))
+    }
+}
