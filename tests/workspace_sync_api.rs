@@ -184,3 +184,32 @@ async fn without_an_object_store_sync_is_refused_and_the_sandbox_lives_on() {
     let sandbox = app.owner().get_sandbox(common::by_id(&id)).await.unwrap().into_inner();
     assert_eq!(sandbox.state(), sandboxd::proto::SandboxState::Running);
 }
+
+#[tokio::test]
+async fn sandboxctl_files_and_sync_commands_work_against_the_server() {
+    let setup = setup().await;
+    let app = &setup.app;
+    let id = create(app, "git-agent", "").await;
+    let ctl = |args: &[&str]| {
+        let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"));
+        command
+            .args(["--addr", &format!("http://{}", app.addr)])
+            .args(args)
+            .env("SANDBOXD_API_KEY", &app.owner_key);
+        command
+    };
+    let local = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(local.path(), "put by sandboxctl\n").unwrap();
+    let local_path = local.path().to_str().unwrap();
+    // Async: the server runs on this test's runtime, so the client must not block it.
+    async fn ok(mut command: tokio::process::Command) -> String {
+        let output = command.output().await.unwrap();
+        assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+    ok(ctl(&["files", "put", &id, local_path, "docs/readme.txt"])).await;
+    assert_eq!(ok(ctl(&["files", "cat", &id, "docs/readme.txt"])).await, "put by sandboxctl\n");
+    assert!(ok(ctl(&["files", "ls", &id, "-r"])).await.contains("docs/readme.txt"));
+    assert!(ok(ctl(&["sync", "push", &id])).await.contains("1 transferred"));
+    assert!(ok(ctl(&["sync", "status", &id])).await.contains("last pull: never"));
+}

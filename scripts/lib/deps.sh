@@ -22,13 +22,16 @@ have_postgres_server() {
   compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || command -v initdb >/dev/null 2>&1
 }
 
-# PostgreSQL and Redis server binaries (sandboxd dev starts throwaway instances of them).
+# PostgreSQL and Redis server binaries (sandboxd dev starts throwaway instances of them), and
+# bubblewrap.
 ensure_server_binaries() {
   local missing=()
   have_postgres_server || missing+=(postgresql)
   command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
   command -v psql >/dev/null 2>&1 || missing+=(postgresql-client)
   command -v redis-cli >/dev/null 2>&1 || missing+=(redis-tools)
+  # bubblewrap isolates the process runtime's commands (the server refuses to start without it).
+  command -v bwrap >/dev/null 2>&1 || missing+=(bubblewrap)
   if [ "${#missing[@]}" -gt 0 ]; then apt_install "${missing[@]}"; fi
 }
 

@@ -13,6 +13,7 @@ mod pool;
 mod routes;
 mod sandboxes;
 mod stats;
+mod workspace;
 
 use std::{process::ExitCode, time::Duration};
 
@@ -27,6 +28,7 @@ use tonic::{
 
 use crate::proto::{
     guild_routing_client::GuildRoutingClient, sandbox_control_client::SandboxControlClient,
+    sync_service_client::SyncServiceClient,
 };
 
 #[derive(Parser)]
@@ -58,6 +60,16 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Runs a template hook in a sandbox (e.g. `message`).
     Hook(exec::HookArgs),
+    /// Workspace sync with the object store: push, pull, status.
+    Sync {
+        #[command(subcommand)]
+        command: workspace::SyncCommand,
+    },
+    /// Workspace files: ls, cat, put.
+    Files {
+        #[command(subcommand)]
+        command: workspace::FilesCommand,
+    },
     /// Warm pools: status.
     Pool {
         #[command(subcommand)]
@@ -110,6 +122,10 @@ impl Connection {
     /// Another HTTP/2 connection to the same server (load generators spread over several).
     pub(crate) async fn open_channel(&self) -> anyhow::Result<Channel> {
         Ok(self.endpoint.connect().await?)
+    }
+
+    pub(crate) fn sync(&self) -> SyncServiceClient<InterceptedService<Channel, Bearer>> {
+        SyncServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     pub(crate) fn routing(&self) -> GuildRoutingClient<InterceptedService<Channel, Bearer>> {
@@ -168,6 +184,8 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Sandbox(command) => sandboxes::run(&connection, command, json).await,
         Command::Route { command } => routes::run(&connection, command, json).await,
         Command::Pool { command } => pool::run(&connection, command, json).await,
+        Command::Sync { command } => workspace::sync(&connection, command, json).await,
+        Command::Files { command } => workspace::files(&connection, command, json).await,
         Command::Bench { command } => bench::run(&connection, command, json).await,
         Command::BenchBareServer(_) | Command::BenchSync(_) => {
             unreachable!("run above, before connecting")
