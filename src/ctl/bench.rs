@@ -29,6 +29,9 @@ pub enum BenchCommand {
     Claims(super::bench_pool::ClaimsArgs),
     /// ListSandboxes: the first page beside a page far down (1,000 pages deep by default).
     Listing(super::bench_listing::ListingArgs),
+    /// Exec round trip of `true` beside spawning the same bubblewrap command directly (run on
+    /// the server's host).
+    Exec(super::bench_exec::ExecArgs),
 }
 
 #[derive(Args)]
@@ -57,6 +60,7 @@ pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> 
         BenchCommand::Resolve(args) => super::bench_resolve::run(connection, args, json).await,
         BenchCommand::Claims(args) => super::bench_pool::run(connection, args, json).await,
         BenchCommand::Listing(args) => super::bench_listing::run(connection, args, json).await,
+        BenchCommand::Exec(args) => super::bench_exec::run(connection, args, json).await,
     }
 }
 

@@ -7,12 +7,12 @@ use std::{io::Write, process::ExitCode, time::Duration};
 use clap::Args;
 use tokio_stream::StreamExt;
 
-use super::Connection;
+use super::{Connection, sandboxes::id_of};
 use crate::proto::{self, exec_response::Output};
 
 #[derive(Args)]
 pub(crate) struct ExecArgs {
-    /// Sandbox id.
+    /// Sandbox id or name.
     sandbox: String,
     /// Working directory, relative to the workspace root.
     #[arg(long, short = 'w', default_value = "")]
@@ -33,7 +33,7 @@ pub(crate) struct ExecArgs {
 
 #[derive(Args)]
 pub(crate) struct HookArgs {
-    /// Sandbox id.
+    /// Sandbox id or name.
     sandbox: String,
     /// Hook name, e.g. `message`.
     hook: String,
@@ -57,8 +57,9 @@ pub(crate) async fn exec(connection: &Connection, args: ExecArgs) -> anyhow::Res
     } else {
         Vec::new()
     };
+    let sandbox_id = id_of(&mut connection.control(), &args.sandbox).await?;
     let request = proto::ExecRequest {
-        sandbox_id: args.sandbox,
+        sandbox_id,
         command: args.command,
         env,
         working_dir: args.workdir,
@@ -91,8 +92,9 @@ pub(crate) async fn exec(connection: &Connection, args: ExecArgs) -> anyhow::Res
 }
 
 pub(crate) async fn hook(connection: &Connection, args: HookArgs) -> anyhow::Result<ExitCode> {
+    let sandbox_id = id_of(&mut connection.control(), &args.sandbox).await?;
     let request = proto::RunHookRequest {
-        sandbox_id: args.sandbox,
+        sandbox_id,
         hook: args.hook,
         conversation_id: args.conversation,
         input: None,

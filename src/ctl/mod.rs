@@ -3,6 +3,7 @@
 
 mod bench;
 mod bench_bare;
+mod bench_exec;
 mod bench_listing;
 mod bench_pool;
 mod bench_resolve;

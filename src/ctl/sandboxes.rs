@@ -301,3 +301,11 @@ pub(crate) async fn get(client: &mut Client, id_or_name: &str) -> Result<Sandbox
     };
     Ok(client.get_sandbox(GetSandboxRequest { selector: Some(selector) }).await?.into_inner())
 }
+
+/// The id of a sandbox named by id or name (a UUID is taken as it is, without a call).
+pub(crate) async fn id_of(client: &mut Client, id_or_name: &str) -> Result<String, Status> {
+    if uuid::Uuid::try_parse(id_or_name).is_ok() {
+        return Ok(id_or_name.to_string());
+    }
+    Ok(get(client, id_or_name).await?.sandbox_id)
+}

@@ -7,7 +7,10 @@ use clap::Subcommand;
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 
-use super::{Connection, sandboxes::proto_duration};
+use super::{
+    Connection,
+    sandboxes::{id_of, proto_duration},
+};
 use crate::proto::{
     self, GetSyncStatusRequest, ListFilesRequest, PullWorkspaceRequest, PushWorkspaceRequest,
     ReadFileRequest, WriteFileHeader, WriteFileRequest, write_file_request::Content,
@@ -60,22 +63,23 @@ pub enum FilesCommand {
 
 pub async fn sync(connection: &Connection, command: SyncCommand, json: bool) -> anyhow::Result<()> {
     let mut client = connection.sync();
+    let control = &mut connection.control();
     let result = match command {
         SyncCommand::Push { sandbox, paths, delete } => {
-            let request = PushWorkspaceRequest { sandbox_id: sandbox, paths, delete };
+            let sandbox_id = id_of(control, &sandbox).await?;
+            let request = PushWorkspaceRequest { sandbox_id, paths, delete };
             client.push_workspace(request).await?.into_inner()
         }
         SyncCommand::Pull { sandbox, paths, delete, max_staleness } => {
             let max_staleness = max_staleness.map(proto_duration);
-            let request =
-                PullWorkspaceRequest { sandbox_id: sandbox, paths, delete, max_staleness };
+            let sandbox_id = id_of(control, &sandbox).await?;
+            let request = PullWorkspaceRequest { sandbox_id, paths, delete, max_staleness };
             client.pull_workspace(request).await?.into_inner()
         }
         SyncCommand::Status { sandbox } => {
-            let status = client
-                .get_sync_status(GetSyncStatusRequest { sandbox_id: sandbox })
-                .await?
-                .into_inner();
+            let sandbox_id = id_of(control, &sandbox).await?;
+            let status =
+                client.get_sync_status(GetSyncStatusRequest { sandbox_id }).await?.into_inner();
             for (label, result) in [("push", status.last_push), ("pull", status.last_pull)] {
                 match result {
                     Some(result) => print_result(label, &result, json),
@@ -122,8 +126,10 @@ pub async fn files(
     json: bool,
 ) -> anyhow::Result<()> {
     let mut client = connection.sync();
+    let control = &mut connection.control();
     match command {
         FilesCommand::Ls { sandbox, path, recursive } => {
+            let sandbox = id_of(control, &sandbox).await?;
             let mut page_token = String::new();
             loop {
                 let request = ListFilesRequest {
@@ -152,6 +158,7 @@ pub async fn files(
             }
         }
         FilesCommand::Cat { sandbox, path } => {
+            let sandbox = id_of(control, &sandbox).await?;
             let request = ReadFileRequest { sandbox_id: sandbox, path, offset: 0, limit: 0 };
             let mut stream = client.read_file(request).await?.into_inner();
             let mut stdout = std::io::stdout();
@@ -162,6 +169,7 @@ pub async fn files(
             Ok(())
         }
         FilesCommand::Put { sandbox, local, path } => {
+            let sandbox = id_of(control, &sandbox).await?;
             let mut content = Vec::new();
             if local.as_os_str() == "-" {
                 tokio::io::stdin().read_to_end(&mut content).await?;

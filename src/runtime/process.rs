@@ -299,6 +299,35 @@ impl Runtime for ProcessRuntime {
     }
 }
 
+/// The bubblewrap command an exec of `argv` runs, built exactly as for a sandbox but spawned
+/// by the caller: the baseline of `sandboxctl bench exec`. `workspace` must exist and be
+/// reachable by `run_as`.
+pub fn bare_command(
+    config: &RuntimeConfig,
+    workspace: &std::path::Path,
+    run_as: Option<(u32, u32)>,
+    argv: Vec<String>,
+) -> tokio::process::Command {
+    let settings = ProcessSettings::default();
+    let invocation = Invocation {
+        config,
+        isolation: Isolation::Bubblewrap,
+        workspace: workspace.to_path_buf(),
+        settings: &settings,
+        run_as,
+    };
+    let mut spec = ExecSpec {
+        argv,
+        env: Default::default(),
+        working_dir: String::new(),
+        stdin: Vec::new(),
+        timeout: Duration::from_secs(60),
+        max_output_bytes: 0,
+    };
+    spec.env.extend(base_env(Isolation::Bubblewrap, workspace));
+    invocation.command(&spec)
+}
+
 fn being_destroyed() -> Error {
     Error::FailedPrecondition {
         reason: "SANDBOX_DESTROYING",
