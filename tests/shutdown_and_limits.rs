@@ -108,7 +108,12 @@ async fn a_client_deadline_is_honoured_and_the_sandbox_still_finishes_provisioni
 
 #[tokio::test]
 async fn messages_over_the_size_limit_are_rejected() {
-    let app = TestApp::spawn_with(|config| config.server.max_message_bytes = 64 * 1024).await;
+    let app = TestApp::spawn_with(|config| {
+        config.server.max_message_bytes = 64 * 1024;
+        // ReadFile chunks must fit in a message (the config check says so).
+        config.files.read_chunk_bytes = 16 * 1024;
+    })
+    .await;
     let huge_label = "x".repeat(100 * 1024);
     let request = CreateSandboxRequest {
         template: "discord-guild".into(),
