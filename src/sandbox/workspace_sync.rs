@@ -189,16 +189,7 @@ impl SandboxManager {
         sandbox: &Sandbox,
         spec: &SyncSpec,
     ) -> Result<SyncOutcome> {
-        let (workspace, target) = self.sync_ends(sandbox, sandbox.id).await?;
-        let state = self.syncs.state(sandbox.id);
-        let _one_at_a_time = state.running.lock().await;
-        let request = SyncRequest { paths: &spec.paths, delete: spec.delete };
-        let settings = &self.syncs.settings;
-        let report =
-            sendable(sync::push(&workspace, &target, &request, settings, &state.cache)).await?;
-        let record = record(SyncDirection::Push, &report);
-        self.store.record_sync(sandbox.id, &record).await?;
-        Ok(SyncOutcome { record, skipped: false })
+        self.transfer(sandbox, sandbox.id, SyncDirection::Push, spec).await
     }
 
     /// Pulls the prefix of `source` (the sandbox itself, or the earlier sandbox of
@@ -209,14 +200,38 @@ impl SandboxManager {
         source: SandboxId,
         spec: &SyncSpec,
     ) -> Result<SyncOutcome> {
-        let (workspace, target) = self.sync_ends(sandbox, source).await?;
+        self.transfer(sandbox, source, SyncDirection::Pull, spec).await
+    }
+
+    /// One push or pull between the sandbox's workspace and `prefix_of`'s prefix, under the
+    /// sandbox's sync mutex, recorded with the sandbox.
+    async fn transfer(
+        &self,
+        sandbox: &Sandbox,
+        prefix_of: SandboxId,
+        direction: SyncDirection,
+        spec: &SyncSpec,
+    ) -> Result<SyncOutcome> {
+        let template = self.template_of(sandbox)?;
+        let workspace = self
+            .runtimes
+            .get(template.runtime)
+            .workspace(sandbox.id)
+            .ok_or_else(crate::runtime::no_processes)?;
+        let target = self.syncs.target(prefix_of).await?;
         let state = self.syncs.state(sandbox.id);
         let _one_at_a_time = state.running.lock().await;
         let request = SyncRequest { paths: &spec.paths, delete: spec.delete };
-        let settings = &self.syncs.settings;
-        let report =
-            sendable(sync::pull(&workspace, &target, &request, settings, &state.cache)).await?;
-        let record = record(SyncDirection::Pull, &report);
+        let (settings, cache) = (&self.syncs.settings, &state.cache);
+        let report = match direction {
+            SyncDirection::Push => {
+                sendable(sync::push(&workspace, &target, &request, settings, cache)).await?
+            }
+            SyncDirection::Pull => {
+                sendable(sync::pull(&workspace, &target, &request, settings, cache)).await?
+            }
+        };
+        let record = record(direction, &report);
         self.store.record_sync(sandbox.id, &record).await?;
         Ok(SyncOutcome { record, skipped: false })
     }
@@ -232,19 +247,5 @@ impl SandboxManager {
         let removed = sync::delete_prefix(&target).await?;
         tracing::debug!(sandbox_id = %id, removed, "object prefix removed");
         Ok(())
-    }
-
-    async fn sync_ends(
-        &self,
-        sandbox: &Sandbox,
-        source: SandboxId,
-    ) -> Result<(std::path::PathBuf, SyncTarget)> {
-        let template = self.template_of(sandbox)?;
-        let workspace = self
-            .runtimes
-            .get(template.runtime)
-            .workspace(sandbox.id)
-            .ok_or_else(crate::runtime::no_processes)?;
-        Ok((workspace, self.syncs.target(source).await?))
     }
 }
