@@ -82,9 +82,9 @@ async fn files_round_trip_in_chunks_and_belong_to_the_sandbox() {
         .await
         .unwrap()
         .into_inner();
-    let paths: Vec<(&str, i64, bool)> =
-        listed.files.iter().map(|f| (f.path.as_str(), f.size, f.is_dir)).collect();
-    assert_eq!(paths, [("data", 0, true), ("data/big.bin", 3_000_000, false)]);
+    let paths: Vec<(&str, i64, bool, u32)> =
+        listed.files.iter().map(|f| (f.path.as_str(), f.size, f.is_dir, f.mode)).collect();
+    assert_eq!(paths, [("data", 0, true, 0o755), ("data/big.bin", 3_000_000, false, 0o644)]);
     // The sandbox's own commands see the file and may change it.
     let (code, out) =
         sh(&app, &id, "wc -c < data/big.bin && echo more >> data/big.bin && echo ok").await;

@@ -9,7 +9,7 @@ use crate::{
     app::App,
     error::Error,
     proto,
-    workspace::files::{FileEntry, ListQuery, ReadRange, RelPath},
+    workspace::files::{FileEntry, FileKind, ListQuery, ReadRange, RelPath},
 };
 
 pub async fn list(
@@ -32,6 +32,8 @@ pub async fn list(
 fn file_info(entry: FileEntry) -> proto::FileInfo {
     proto::FileInfo {
         is_dir: entry.is_dir(),
+        mode: entry.mode,
+        is_symlink: entry.kind == FileKind::Symlink,
         size: if entry.is_dir() { 0 } else { i64::try_from(entry.size).unwrap_or(i64::MAX) },
         modify_time: Some(prost_types::Timestamp::from(entry.modify_time)),
         path: entry.path,
