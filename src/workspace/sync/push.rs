@@ -58,6 +58,7 @@ pub async fn push(
             .map_err(join_failure)?
     };
     let (previous, scanned) = tokio::try_join!(load_manifest(target), scanning)?;
+    let scanned_at = started.elapsed();
     let previous = previous.unwrap_or_else(Manifest::new);
     let mut report = SyncReport {
         files_scanned: scanned.files.len() as u64,
@@ -118,12 +119,21 @@ pub async fn push(
             }
         }
     }
+    let transferred_at = started.elapsed();
     if next != previous {
         store_manifest(target, &next).await?;
     }
+    let manifest_at = started.elapsed();
     report.files_deleted = delete_keys(target, removed).await?;
     report.duration = started.elapsed();
-    tracing::debug!(?report, prefix = %target.prefix, "workspace pushed");
+    tracing::debug!(
+        ?report,
+        prefix = %target.prefix,
+        scan_ms = scanned_at.as_millis(),
+        transfer_ms = (transferred_at - scanned_at).as_millis(),
+        manifest_ms = (manifest_at - transferred_at).as_millis(),
+        "workspace pushed"
+    );
     Ok(report)
 }
 
