@@ -429,3 +429,33 @@ async fn sandboxctl_exec_streams_and_exits_with_the_command_code() {
     assert_eq!(String::from_utf8_lossy(&output.stdout), "out\n");
     assert_eq!(String::from_utf8_lossy(&output.stderr), "err\n");
 }
+
+/// Zombie processes on this host whose uid is `uid`.
+fn zombies_of(uid: u32) -> usize {
+    let mut count = 0;
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(status) = std::fs::read_to_string(entry.path().join("status")) else { continue };
+        let field = |name: &str| {
+            status.lines().find_map(|line| line.strip_prefix(name)).map(str::trim).unwrap_or("")
+        };
+        let zombie = field("State:").starts_with('Z');
+        if zombie && field("Uid:").split_whitespace().next() == Some(uid.to_string().as_str()) {
+            count += 1;
+        }
+    }
+    count
+}
+
+#[tokio::test]
+async fn many_commands_in_a_row_leave_no_zombies_behind_to_exhaust_the_process_limit() {
+    let (app, _templates) = spawn().await;
+    let id = create(&app, "workbench").await;
+    let uid: u32 = sh(&app, &id, "id -u").await.stdout().trim().parse().unwrap();
+    // Three times the sandbox's process limit (24): a leaked process per command would make
+    // the later ones fail to fork.
+    for round in 0..72 {
+        let ran = run(&app, exec_request(&id, &["true"])).await;
+        assert_eq!(ran.exit_code, 0, "round {round}: {ran:?}");
+    }
+    assert_eq!(zombies_of(uid), 0, "bubblewrap's orphaned processes were not reaped");
+}

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     config::RuntimeConfig,
     proto::{CreateSandboxRequest, DestroySandboxRequest, ExecRequest, exec_response::Output},
-    runtime::process::bare_command,
+    runtime::{process::bare_command, reaper},
 };
 
 #[derive(Args)]
@@ -90,11 +90,17 @@ async fn direct_bwrap(warmup: usize, rounds: usize) -> anyhow::Result<Vec<Durati
     if let Some((uid, gid)) = run_as {
         chown(&workspace, Some(uid), Some(gid))?;
     }
+    // As sandboxd does: reap bubblewrap's orphaned PID 1s, so they do not pile up as zombies.
+    reaper::become_subreaper()?;
     let mut samples = Vec::with_capacity(rounds);
     for round in 0..warmup + rounds {
         let started = Instant::now();
-        let status =
-            bare_command(&config, &workspace, run_as, vec!["true".into()]).status().await?;
+        let mut command = bare_command(&config, &workspace, run_as, vec!["true".into()]);
+        let mut child = reaper::spawn_registered(|| command.spawn(), tokio::process::Child::id)?;
+        let pid = child.id();
+        let status = child.wait().await;
+        reaper::release(pid);
+        let status = status?;
         anyhow::ensure!(status.success(), "bwrap -- true failed: {status}");
         if round >= warmup {
             samples.push(started.elapsed());

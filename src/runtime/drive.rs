@@ -13,7 +13,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use super::{ExecEvent, ExitStatus};
+use super::{ExecEvent, ExitStatus, reaper};
 
 const READ_CHUNK: usize = 32 * 1024;
 /// After the command exits, how long output of processes it left behind is still read (under
@@ -118,6 +118,8 @@ pub(super) async fn drive(
             send(&events, ExecEvent::Stderr(marker), &cancel).await;
         }
     };
+    // Our child is reaped; bubblewrap's PID 1, orphaned by it, is reaped here.
+    reaper::release(pid);
     let exit = exit_status(status, killed);
     let _ = events.send(ExecEvent::Exit(exit)).await;
 }

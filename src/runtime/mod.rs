@@ -10,6 +10,7 @@ mod drive;
 mod limits;
 mod none;
 pub mod process;
+pub mod reaper;
 
 use std::{collections::BTreeMap, path::PathBuf, sync::Arc, time::Duration};
 

@@ -28,6 +28,7 @@ use super::{
     ExecEvent, ExecSpec, Runtime, RuntimeHealth,
     bwrap::{Invocation, Isolation, RunAs, base_env},
     drive::{Driven, drive},
+    reaper,
 };
 use crate::{
     config::RuntimeConfig,
@@ -70,6 +71,7 @@ impl ProcessRuntime {
     /// sandbox's command runs. Without bubblewrap this fails with what to do, unless the
     /// operator chose `runtime.unsafe_without_bubblewrap`, which is logged as a warning.
     pub async fn check(&self) -> anyhow::Result<()> {
+        reaper::become_subreaper().context("becoming the reaper of orphaned commands")?;
         let root = &self.config.workspace_root;
         std::fs::create_dir_all(root)
             .with_context(|| format!("creating runtime.workspace_root {}", root.display()))?;
@@ -111,12 +113,13 @@ impl ProcessRuntime {
             max_output_bytes: 64 * 1024,
         };
         let settings = ProcessSettings::default();
-        let output = self
-            .invocation(isolation, id, &settings)
-            .command(&spec)
-            .output()
-            .await
+        let mut command = self.invocation(isolation, id, &settings).command(&spec);
+        let child = reaper::spawn_registered(|| command.spawn(), tokio::process::Child::id)
             .with_context(|| format!("starting {}", self.config.bwrap.display()))?;
+        let pid = child.id();
+        let output = child.wait_with_output().await;
+        reaper::release(pid);
+        let output = output.context("waiting for the probe command")?;
         if !output.status.success() {
             anyhow::bail!(
                 "probe command failed ({}): {}",
@@ -240,9 +243,11 @@ impl Runtime for ProcessRuntime {
             }
             (sandbox.cancel.clone(), sandbox.running.token())
         };
-        let child = invocation.command(&spec).spawn().map_err(|error| {
-            Error::Internal(anyhow::Error::new(error).context("starting the command"))
-        })?;
+        let mut command = invocation.command(&spec);
+        let child = reaper::spawn_registered(|| command.spawn(), tokio::process::Child::id)
+            .map_err(|error| {
+                Error::Internal(anyhow::Error::new(error).context("starting the command"))
+            })?;
         let (events, receiver) = mpsc::channel(EVENT_BUFFER);
         let driven = Driven {
             child,
