@@ -33,11 +33,23 @@ runtime = "process"
 cold_start = "echo half-done > /workspace/partial; echo 'no database for you' >&2; exit 4"
 "#;
 
+const POOLED: &str = r#"
+name = "pooled-bench"
+runtime = "process"
+[pool]
+enabled = true
+min_ready = 1
+max_size = 2
+[hooks]
+cold_start = "echo booted > /workspace/booted"
+"#;
+
 /// The shipped templates plus the test's own.
 fn test_templates() -> tempfile::TempDir {
     let dir = templates_with(|_, text| text);
     std::fs::write(dir.path().join("workbench.toml"), WORKBENCH).unwrap();
     std::fs::write(dir.path().join("broken-boot.toml"), BROKEN_BOOT).unwrap();
+    std::fs::write(dir.path().join("pooled-bench.toml"), POOLED).unwrap();
     dir
 }
 
@@ -458,4 +470,34 @@ async fn many_commands_in_a_row_leave_no_zombies_behind_to_exhaust_the_process_l
         assert_eq!(ran.exit_code, 0, "round {round}: {ran:?}");
     }
     assert_eq!(zombies_of(uid), 0, "bubblewrap's orphaned processes were not reaped");
+}
+
+#[tokio::test]
+async fn pooled_process_sandboxes_boot_before_they_are_ready_and_get_a_fresh_workspace_on_release()
+{
+    let templates = test_templates();
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(move |config| {
+        config.templates.dir = dir;
+        config.reconcile.pool_refill = true;
+    })
+    .await;
+    let ready_members = || async {
+        let request = sandboxd::proto::GetPoolStatusRequest { template: "pooled-bench".into() };
+        app.owner().get_pool_status(request).await.unwrap().into_inner().pools[0].ready_count
+    };
+    eventually("the pool fills", Duration::from_secs(20), || async { ready_members().await == 1 })
+        .await;
+    let id = create(&app, "pooled-bench").await;
+    let sandbox = app.owner().get_sandbox(common::by_id(&id)).await.unwrap().into_inner();
+    assert!(sandbox.from_pool, "the create claimed the booted member");
+    // Its cold_start ran before it was READY.
+    assert_eq!(sh(&app, &id, "cat booted").await.stdout(), "booted\n");
+    sh(&app, &id, "echo first-users-secret > secret").await;
+    let release =
+        sandboxd::proto::ReleaseSandboxRequest { sandbox_id: id.clone(), ..Default::default() };
+    app.owner().release_sandbox(release).await.unwrap();
+    let workspace = workspace_of(&app, &id);
+    assert!(!workspace.join("secret").exists(), "the last user's files reach the next one");
+    assert_eq!(std::fs::read_to_string(workspace.join("booted")).unwrap(), "booted\n");
 }
