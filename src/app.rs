@@ -17,9 +17,10 @@ use crate::{
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     runtime::Runtimes,
-    sandbox::{SandboxManager, workspace_sync::WorkspaceSyncs},
+    sandbox::SandboxManager,
     store::Store,
     template::TemplateCatalog,
+    workspace::syncs::WorkspaceSyncs,
 };
 
 pub struct App {

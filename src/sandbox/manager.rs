@@ -6,7 +6,7 @@ use std::sync::Arc;
 use chrono::Utc;
 use tokio_util::{sync::CancellationToken, task::TaskTracker};
 
-use super::{Sandbox, SandboxId, activity::ActivityTracker, workspace_sync::WorkspaceSyncs};
+use super::{Sandbox, SandboxId, activity::ActivityTracker};
 use crate::{
     auth::Principal,
     config::{RuntimeConfig, SandboxDefaults},
@@ -18,7 +18,7 @@ use crate::{
     runtime::Runtimes,
     store::{Store, sandboxes::Scope},
     template::TemplateCatalog,
-    workspace::files::FileLimits,
+    workspace::{files::FileLimits, syncs::WorkspaceSyncs},
 };
 
 #[derive(Debug, Clone, PartialEq, Eq)]

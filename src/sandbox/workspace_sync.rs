@@ -6,21 +6,15 @@
 //! cannot interleave their manifests. The object store is optional (`s3.enabled`); without it
 //! sync RPCs answer FAILED_PRECONDITION.
 
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
-use tokio::sync::OnceCell;
 
 use super::{Sandbox, SandboxId, SandboxSelector, manager::SandboxManager};
 use crate::{
     auth::Principal,
-    config::S3Config,
-    error::{Error, Result},
-    workspace::sync::{self, HashCache, SyncReport, SyncRequest, SyncSettings, SyncTarget},
+    error::Result,
+    workspace::sync::{self, SyncReport, SyncRequest},
 };
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,54 +49,6 @@ pub struct SyncSpec {
     pub delete: bool,
     /// Pull only: skip when the last sync finished less than this long ago.
     pub max_staleness: Option<Duration>,
-}
-
-/// The object store and the per-sandbox sync state of this replica.
-pub struct WorkspaceSyncs {
-    s3: S3Config,
-    settings: SyncSettings,
-    client: OnceCell<aws_sdk_s3::Client>,
-    sandboxes: Mutex<HashMap<SandboxId, Arc<SandboxSync>>>,
-}
-
-/// One sandbox's sync state: the mutex its syncs take and its hash cache.
-#[derive(Default)]
-struct SandboxSync {
-    running: tokio::sync::Mutex<()>,
-    cache: HashCache,
-}
-
-impl WorkspaceSyncs {
-    pub fn new(s3: S3Config, settings: SyncSettings) -> Self {
-        Self { s3, settings, client: OnceCell::new(), sandboxes: Mutex::default() }
-    }
-
-    fn enabled(&self) -> bool {
-        self.s3.enabled
-    }
-
-    async fn target(&self, id: SandboxId) -> Result<SyncTarget> {
-        if !self.enabled() {
-            return Err(Error::FailedPrecondition {
-                reason: "OBJECT_STORE_DISABLED",
-                message: "this server has no object store configured (s3.enabled = false)".into(),
-            });
-        }
-        let client = self.client.get_or_init(|| crate::objectstore::client(&self.s3)).await;
-        Ok(SyncTarget::for_sandbox(client.clone(), &self.s3.bucket, id.as_uuid()))
-    }
-
-    fn state(&self, id: SandboxId) -> Arc<SandboxSync> {
-        let mut sandboxes =
-            self.sandboxes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        sandboxes.entry(id).or_default().clone()
-    }
-
-    fn forget(&self, id: SandboxId) {
-        let mut sandboxes =
-            self.sandboxes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        sandboxes.remove(&id);
-    }
 }
 
 /// The sync engine's futures are `Send`, but the compiler cannot prove it for every lifetime
@@ -218,11 +164,11 @@ impl SandboxManager {
             .get(template.runtime)
             .workspace(sandbox.id)
             .ok_or_else(crate::runtime::no_processes)?;
-        let target = self.syncs.target(prefix_of).await?;
-        let state = self.syncs.state(sandbox.id);
+        let target = self.syncs.target(prefix_of.as_uuid()).await?;
+        let state = self.syncs.state(sandbox.id.as_uuid());
         let _one_at_a_time = state.running.lock().await;
         let request = SyncRequest { paths: &spec.paths, delete: spec.delete };
-        let (settings, cache) = (&self.syncs.settings, &state.cache);
+        let (settings, cache) = (self.syncs.settings(), &state.cache);
         let report = match direction {
             SyncDirection::Push => {
                 sendable(sync::push(&workspace, &target, &request, settings, cache)).await?
@@ -239,11 +185,11 @@ impl SandboxManager {
     /// Removes the sandbox's objects at destroy when its template does not keep them; forgets
     /// its sync state either way.
     pub(crate) async fn remove_objects(&self, id: SandboxId, keep: bool) -> Result<()> {
-        self.syncs.forget(id);
+        self.syncs.forget(id.as_uuid());
         if keep || !self.syncs.enabled() {
             return Ok(());
         }
-        let target = self.syncs.target(id).await?;
+        let target = self.syncs.target(id.as_uuid()).await?;
         let removed = sync::delete_prefix(&target).await?;
         tracing::debug!(sandbox_id = %id, removed, "object prefix removed");
         Ok(())
