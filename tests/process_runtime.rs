@@ -24,6 +24,10 @@ message = 'printf "%s|%s" "$CONVERSATION_ID" "$SANDBOX_HOOK_INPUT"'
 TEMPLATE_VAR = "from-template"
 [process.limits]
 max_processes = 24
+open_files = 200
+cpu_seconds = 120
+file_size_bytes = 10485760
+address_space_bytes = 4294967296
 "#;
 
 const BROKEN_BOOT: &str = r#"
@@ -298,6 +302,22 @@ async fn a_sandbox_cannot_exceed_its_process_limit() {
         sh(&app, &id, "for i in $(seq 1 60); do sleep 5 & done; wait; echo all-started").await;
     assert!(!ran.stdout().contains("all-started"), "{ran:?}");
     assert!(ran.stderr().to_lowercase().contains("fork"), "{ran:?}");
+}
+
+#[tokio::test]
+async fn the_templates_limits_bind_every_command() {
+    let (app, _templates) = spawn().await;
+    let id = create(&app, "workbench").await;
+    let ran = run(&app, exec_request(&id, &["bash", "-c", "ulimit -n -t -f -v -u"])).await;
+    let values: Vec<String> = ran
+        .stdout()
+        .lines()
+        .map(|line| line.rsplit(' ').next().unwrap_or("").to_string())
+        .collect();
+    // open files, cpu seconds, file size (1024-byte blocks), address space (KiB), processes
+    assert_eq!(values, ["200", "120", "10240", "4194304", "24"], "{ran:?}");
+    let ran = sh(&app, &id, "head -c 20000000 /dev/zero > big; echo status $?; wc -c < big").await;
+    assert!(ran.stdout().contains("10485760"), "the file stops at the size limit: {ran:?}");
 }
 
 #[tokio::test]
