@@ -39,14 +39,18 @@ use crate::{
 
 /// Events buffered per exec before the command waits for its client.
 const EVENT_BUFFER: usize = 16;
+/// How often orphaned bubblewrap processes are looked for besides at the end of every exec.
+const ORPHAN_SWEEP: Duration = Duration::from_secs(1);
 
 pub struct ProcessRuntime {
     config: RuntimeConfig,
     /// Set by [`ProcessRuntime::check`] at start; execs are refused before.
     isolation: OnceLock<Isolation>,
     sandboxes: Mutex<HashMap<SandboxId, Arc<SandboxProcesses>>>,
-    /// Every exec driver, so shutdown can wait for them.
+    /// Every exec driver and the orphan sweep, so shutdown can wait for them.
     tasks: TaskTracker,
+    /// Ends the orphan sweep.
+    stopping: CancellationToken,
 }
 
 /// The running commands of one sandbox.
@@ -64,6 +68,7 @@ impl ProcessRuntime {
             isolation: OnceLock::new(),
             sandboxes: Mutex::default(),
             tasks: TaskTracker::new(),
+            stopping: CancellationToken::new(),
         }
     }
 
@@ -99,6 +104,18 @@ impl ProcessRuntime {
             anyhow::bail!("the process runtime cannot run commands: {error:#}");
         }
         let _ = self.isolation.set(isolation);
+        // bubblewrap's PID 1 may die just after the exec that started it was reaped: sweep
+        // for such orphans every second too, not only when an exec ends.
+        let stopping = self.stopping.clone();
+        self.tasks.spawn(async move {
+            let mut every = tokio::time::interval(ORPHAN_SWEEP);
+            loop {
+                tokio::select! {
+                    () = stopping.cancelled() => break,
+                    _ = every.tick() => reaper::reap_orphans(),
+                }
+            }
+        });
         Ok(())
     }
 
@@ -137,6 +154,7 @@ impl ProcessRuntime {
 
     /// Waits for every running command's driver (after shutdown cancelled them).
     pub async fn stop(&self) {
+        self.stopping.cancel();
         let running: Vec<_> = self.lock().values().cloned().collect();
         for sandbox in running {
             sandbox.cancel.cancel();

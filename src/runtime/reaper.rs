@@ -4,7 +4,8 @@
 //! container's entry point often does not) would keep one zombie per command, and the zombies
 //! count against the sandbox uid's process limit until no command can start. So sandboxd makes
 //! itself the subreaper of its descendants and reaps every zombie child it did not spawn
-//! itself; the children it spawned are reaped by tokio when their exec ends.
+//! itself, after every exec and once a second (`ProcessRuntime`'s sweep); the children it
+//! spawned are reaped by tokio when their exec ends.
 //!
 //! One set of "our" children for the whole process (several servers may share one, as in
 //! tests): a command is spawned and registered under its lock, and orphans are reaped under it,
