@@ -14,6 +14,7 @@ use crate::{
     error::{Error, Result},
     events::EventHub,
     isolation::{RedisNamespace, redis_client::RedisClient},
+    lock::Locks,
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     runtime::Runtimes,
@@ -27,6 +28,8 @@ pub struct App {
     pub config: Config,
     pub store: Store,
     pub redis: RedisNamespace,
+    /// Distributed locks (AcquireLock, RenewLock, ReleaseLock).
+    pub locks: Locks,
     pub auth: Authenticator,
     pub sandboxes: SandboxManager,
     pub routing: RoutingService,
@@ -87,6 +90,7 @@ impl App {
         Ok(Arc::new(Self {
             config,
             store,
+            locks: Locks::new(redis.clone()),
             redis,
             auth,
             sandboxes,

@@ -14,6 +14,7 @@ pub mod dev;
 pub mod error;
 pub mod events;
 pub mod isolation;
+pub mod lock;
 pub mod objectstore;
 pub mod pool;
 pub mod proto;

@@ -175,3 +175,29 @@ async fn a_destroy_stopped_by_a_cluster_outage_is_unavailable_and_the_reconciler
     assert!(common::keys_purged(&pg, id).await);
     assert!(!common::schema_exists(&pg, id).await);
 }
+
+#[tokio::test]
+async fn locks_work_on_a_cluster() {
+    let cluster = ThrowawayRedisCluster::start().await;
+    let app = app_on(&cluster, false).await;
+    app.wait_for_health("sandboxd.v1.SyncService", ServingStatus::Serving).await;
+    let sync = || app.sync(Some(&app.owner_key));
+    let acquire = sandboxd::proto::AcquireLockRequest {
+        resource: "git:repo:main".into(),
+        wait: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+        ..Default::default()
+    };
+    // Lock key and fencing counter are in one slot, so the scripts run on one node.
+    let first = sync().acquire_lock(acquire.clone()).await.unwrap().into_inner();
+    assert_eq!(
+        sync().acquire_lock(acquire.clone()).await.unwrap_err().code(),
+        tonic::Code::Aborted
+    );
+    let release = sandboxd::proto::ReleaseLockRequest {
+        resource: first.resource.clone(),
+        owner_token: first.owner_token.clone(),
+    };
+    assert!(sync().release_lock(release).await.unwrap().into_inner().released);
+    let second = sync().acquire_lock(acquire).await.unwrap().into_inner();
+    assert!(second.fencing_token > first.fencing_token);
+}

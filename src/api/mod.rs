@@ -4,6 +4,7 @@
 mod convert;
 mod files;
 mod guild_routing;
+mod locks;
 mod requests;
 mod runtime_requests;
 mod sandbox_control;

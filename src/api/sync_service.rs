@@ -1,11 +1,11 @@
-//! `sandboxd.v1.SyncService`. File access is in `files`, workspace sync in `sync`; git and
-//! locks answer UNIMPLEMENTED until they land.
+//! `sandboxd.v1.SyncService`. File access is in `files`, workspace sync in `workspace_sync`,
+//! locks in `locks`; git answers UNIMPLEMENTED until it lands.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ResponseStream, files, unimplemented, workspace_sync};
+use super::{ResponseStream, files, locks, unimplemented, workspace_sync};
 use crate::{app::App, proto, proto::sync_service_server::SyncService};
 
 pub struct SyncServiceApi {
@@ -20,7 +20,6 @@ impl SyncServiceApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 const GIT: &str = "git in the workspace (GitPush, GitPull, GitStatus, GitDiff)";
-const LOCKS: &str = "distributed locks (AcquireLock, RenewLock, ReleaseLock)";
 
 #[tonic::async_trait]
 impl SyncService for SyncServiceApi {
@@ -100,17 +99,17 @@ impl SyncService for SyncServiceApi {
         &self,
         request: Request<proto::AcquireLockRequest>,
     ) -> Reply<proto::Lease> {
-        unimplemented(&self.app, &request, LOCKS).await
+        locks::acquire(&self.app, request).await
     }
 
     async fn renew_lock(&self, request: Request<proto::RenewLockRequest>) -> Reply<proto::Lease> {
-        unimplemented(&self.app, &request, LOCKS).await
+        locks::renew(&self.app, request).await
     }
 
     async fn release_lock(
         &self,
         request: Request<proto::ReleaseLockRequest>,
     ) -> Reply<proto::ReleaseLockResponse> {
-        unimplemented(&self.app, &request, LOCKS).await
+        locks::release(&self.app, request).await
     }
 }

@@ -9,6 +9,7 @@ mod bench_pool;
 mod bench_resolve;
 mod bench_sync;
 mod exec;
+mod lock;
 mod output;
 mod pool;
 mod routes;
@@ -70,6 +71,11 @@ enum Command {
     Files {
         #[command(subcommand)]
         command: workspace::FilesCommand,
+    },
+    /// Distributed locks: acquire, renew, release.
+    Lock {
+        #[command(subcommand)]
+        command: lock::LockCommand,
     },
     /// Warm pools: status.
     Pool {
@@ -186,6 +192,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Route { command } => routes::run(&connection, command, json).await,
         Command::Pool { command } => pool::run(&connection, command, json).await,
         Command::Sync { command } => workspace::sync(&connection, command, json).await,
+        Command::Lock { command } => lock::run(&connection, command, json).await,
         Command::Files { command } => workspace::files(&connection, command, json).await,
         Command::Bench { command } => bench::run(&connection, command, json).await,
         Command::BenchBareServer(_) | Command::BenchSync(_) => {

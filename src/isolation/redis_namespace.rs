@@ -58,6 +58,11 @@ impl RedisNamespace {
         self.client.mode()
     }
 
+    /// sandboxd's own key prefix (`redis.key_prefix`), for keys that belong to no sandbox.
+    pub fn deployment_prefix(&self) -> &str {
+        &self.deployment
+    }
+
     pub fn marker_key(id: SandboxId) -> String {
         format!("{}{MARKER_SUFFIX}", id.redis_prefix())
     }
@@ -159,7 +164,7 @@ impl RedisNamespace {
     /// Runs `work` on a connection, within the command timeout (per batch, for a purge or a
     /// scan). A connection whose work failed in a way that may have broken it, or did not
     /// answer in time, is discarded ([`RedisClient::discard`]).
-    async fn on_connection<T>(
+    pub(crate) async fn on_connection<T>(
         &self,
         work: impl AsyncFnOnce(&mut RedisConn) -> RedisResult<T>,
     ) -> Result<T> {

@@ -1,0 +1,127 @@
+//! The lock half of `SyncService`: AcquireLock, RenewLock and ReleaseLock (`crate::lock`).
+//! Names are scoped to the caller's tenant.
+
+use std::time::Duration;
+
+use tonic::{Request, Response, Status};
+
+use super::convert::{positive_duration, timestamp, violations_to_result};
+use crate::{app::App, error::FieldViolation, lock::Lease, proto};
+
+const DEFAULT_TTL: Duration = Duration::from_secs(30);
+const MAX_TTL: Duration = Duration::from_secs(3600);
+const DEFAULT_WAIT: Duration = Duration::from_secs(5);
+/// Below `server.request_timeout` (60 s by default), so a wait ends with an answer.
+const MAX_WAIT: Duration = Duration::from_secs(30);
+const MAX_RESOURCE_LEN: usize = 256;
+
+type Reply<T> = std::result::Result<Response<T>, Status>;
+
+pub async fn acquire(
+    app: &App,
+    request: Request<proto::AcquireLockRequest>,
+) -> Reply<proto::Lease> {
+    let principal = app.principal(&request).await?;
+    principal.require_manager()?;
+    let request = request.into_inner();
+    let mut violations = Vec::new();
+    check_resource(&request.resource, &mut violations);
+    let ttl = ttl(request.ttl.as_ref(), &mut violations);
+    let wait = match &request.wait {
+        None => DEFAULT_WAIT,
+        Some(wait) if wait.seconds == 0 && wait.nanos == 0 => Duration::ZERO,
+        Some(wait) => match positive_duration("wait", wait) {
+            Ok(wait) if wait <= MAX_WAIT => wait,
+            Ok(_) => {
+                violations.push(FieldViolation::new("wait", "must be at most 30s"));
+                Duration::ZERO
+            }
+            Err(violation) => {
+                violations.push(violation);
+                Duration::ZERO
+            }
+        },
+    };
+    if request.owner.len() > MAX_RESOURCE_LEN {
+        violations.push(FieldViolation::new("owner", "must be at most 256 characters"));
+    }
+    violations_to_result((), violations)?;
+    let lease = app.locks.acquire(&principal.tenant, &request.resource, ttl, wait).await?;
+    tracing::info!(resource = %request.resource, fencing_token = lease.fencing_token, holder = %request.owner, actor = %principal.actor(), "lock acquired");
+    Ok(Response::new(lease_message(lease)))
+}
+
+pub async fn renew(app: &App, request: Request<proto::RenewLockRequest>) -> Reply<proto::Lease> {
+    let principal = app.principal(&request).await?;
+    principal.require_manager()?;
+    let request = request.into_inner();
+    let mut violations = Vec::new();
+    check_resource(&request.resource, &mut violations);
+    check_token(&request.owner_token, &mut violations);
+    let ttl = ttl(request.ttl.as_ref(), &mut violations);
+    violations_to_result((), violations)?;
+    let lease =
+        app.locks.renew(&principal.tenant, &request.resource, &request.owner_token, ttl).await?;
+    Ok(Response::new(lease_message(lease)))
+}
+
+pub async fn release(
+    app: &App,
+    request: Request<proto::ReleaseLockRequest>,
+) -> Reply<proto::ReleaseLockResponse> {
+    let principal = app.principal(&request).await?;
+    principal.require_manager()?;
+    let request = request.into_inner();
+    let mut violations = Vec::new();
+    check_resource(&request.resource, &mut violations);
+    check_token(&request.owner_token, &mut violations);
+    violations_to_result((), violations)?;
+    let released =
+        app.locks.release(&principal.tenant, &request.resource, &request.owner_token).await?;
+    if released {
+        tracing::info!(resource = %request.resource, actor = %principal.actor(), "lock released");
+    }
+    Ok(Response::new(proto::ReleaseLockResponse { released }))
+}
+
+fn check_resource(resource: &str, violations: &mut Vec<FieldViolation>) {
+    if resource.is_empty()
+        || resource.chars().count() > MAX_RESOURCE_LEN
+        || resource.chars().any(char::is_control)
+    {
+        violations.push(FieldViolation::new(
+            "resource",
+            "must be 1-256 characters without control characters",
+        ));
+    }
+}
+
+fn check_token(token: &str, violations: &mut Vec<FieldViolation>) {
+    if token.is_empty() || token.len() > 64 {
+        violations.push(FieldViolation::new("owner_token", "must be the Lease.owner_token"));
+    }
+}
+
+fn ttl(value: Option<&prost_types::Duration>, violations: &mut Vec<FieldViolation>) -> Duration {
+    let Some(value) = value else { return DEFAULT_TTL };
+    match positive_duration("ttl", value) {
+        Ok(ttl) if ttl <= MAX_TTL => ttl,
+        Ok(_) => {
+            violations.push(FieldViolation::new("ttl", "must be at most 1h"));
+            DEFAULT_TTL
+        }
+        Err(violation) => {
+            violations.push(violation);
+            DEFAULT_TTL
+        }
+    }
+}
+
+fn lease_message(lease: Lease) -> proto::Lease {
+    proto::Lease {
+        resource: lease.resource,
+        owner_token: lease.owner_token,
+        fencing_token: lease.fencing_token,
+        expire_time: Some(timestamp(lease.expire_at)),
+    }
+}
