@@ -32,6 +32,8 @@ pub enum BenchCommand {
     /// Exec round trip of `true` beside spawning the same bubblewrap command directly (run on
     /// the server's host).
     Exec(super::bench_exec::ExecArgs),
+    /// Lock acquire + release cycles through gRPC and the library, distinct keys and one hot key.
+    Locks(super::bench_locks::LocksArgs),
 }
 
 #[derive(Args)]
@@ -61,6 +63,7 @@ pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> 
         BenchCommand::Claims(args) => super::bench_pool::run(connection, args, json).await,
         BenchCommand::Listing(args) => super::bench_listing::run(connection, args, json).await,
         BenchCommand::Exec(args) => super::bench_exec::run(connection, args, json).await,
+        BenchCommand::Locks(args) => super::bench_locks::run(connection, args, json).await,
     }
 }
 

@@ -5,6 +5,7 @@ mod bench;
 mod bench_bare;
 mod bench_exec;
 mod bench_listing;
+mod bench_locks;
 mod bench_pool;
 mod bench_resolve;
 mod bench_sync;
