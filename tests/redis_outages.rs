@@ -131,3 +131,28 @@ async fn a_create_that_failed_does_not_hold_its_request_id() {
         [("DESTROYED".into(), None), ("RUNNING".into(), Some("retry-me".into()))]
     );
 }
+
+#[tokio::test]
+async fn locks_answer_unavailable_while_redis_is_away_and_work_when_it_is_back() {
+    let (app, redis) = app_behind_gate().await;
+    let sync = || app.sync(Some(&app.owner_key));
+    let acquire = sandboxd::proto::AcquireLockRequest {
+        resource: "outage".into(),
+        wait: Some(prost_types::Duration { seconds: 0, nanos: 0 }),
+        ..Default::default()
+    };
+    let lease = sync().acquire_lock(acquire.clone()).await.unwrap().into_inner();
+    redis.close();
+    let status = sync().acquire_lock(acquire.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "never a silent success: {status:?}");
+    let release = sandboxd::proto::ReleaseLockRequest {
+        resource: lease.resource.clone(),
+        owner_token: lease.owner_token.clone(),
+    };
+    let status = sync().release_lock(release.clone()).await.unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+    redis.open();
+    // The lease survived the outage: still held, and its owner can release it.
+    assert_eq!(sync().acquire_lock(acquire).await.unwrap_err().code(), Code::Aborted);
+    assert!(sync().release_lock(release).await.unwrap().into_inner().released);
+}
