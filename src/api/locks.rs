@@ -6,7 +6,7 @@ use std::time::Duration;
 use tonic::{Request, Response, Status};
 
 use super::convert::{positive_duration, timestamp, violations_to_result};
-use crate::{app::App, error::FieldViolation, lock::Lease, proto};
+use crate::{app::App, auth::Principal, error::FieldViolation, lock::Lease, proto};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
 const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -21,11 +21,8 @@ pub async fn acquire(
     app: &App,
     request: Request<proto::AcquireLockRequest>,
 ) -> Reply<proto::Lease> {
-    let principal = app.principal(&request).await?;
-    principal.require_manager()?;
-    let request = request.into_inner();
-    let mut violations = Vec::new();
-    check_resource(&request.resource, &mut violations);
+    let (principal, request) = caller(app, request).await?;
+    let mut violations = resource_violations(&request.resource, None);
     let ttl = ttl(request.ttl.as_ref(), &mut violations);
     let wait = match &request.wait {
         None => DEFAULT_WAIT,
@@ -52,12 +49,8 @@ pub async fn acquire(
 }
 
 pub async fn renew(app: &App, request: Request<proto::RenewLockRequest>) -> Reply<proto::Lease> {
-    let principal = app.principal(&request).await?;
-    principal.require_manager()?;
-    let request = request.into_inner();
-    let mut violations = Vec::new();
-    check_resource(&request.resource, &mut violations);
-    check_token(&request.owner_token, &mut violations);
+    let (principal, request) = caller(app, request).await?;
+    let mut violations = resource_violations(&request.resource, Some(&request.owner_token));
     let ttl = ttl(request.ttl.as_ref(), &mut violations);
     violations_to_result((), violations)?;
     let lease =
@@ -69,19 +62,31 @@ pub async fn release(
     app: &App,
     request: Request<proto::ReleaseLockRequest>,
 ) -> Reply<proto::ReleaseLockResponse> {
-    let principal = app.principal(&request).await?;
-    principal.require_manager()?;
-    let request = request.into_inner();
-    let mut violations = Vec::new();
-    check_resource(&request.resource, &mut violations);
-    check_token(&request.owner_token, &mut violations);
-    violations_to_result((), violations)?;
+    let (principal, request) = caller(app, request).await?;
+    violations_to_result((), resource_violations(&request.resource, Some(&request.owner_token)))?;
     let released =
         app.locks.release(&principal.tenant, &request.resource, &request.owner_token).await?;
     if released {
         tracing::info!(resource = %request.resource, actor = %principal.actor(), "lock released");
     }
     Ok(Response::new(proto::ReleaseLockResponse { released }))
+}
+
+/// The caller (any role that manages sandboxes) and the request.
+async fn caller<T>(app: &App, request: Request<T>) -> std::result::Result<(Principal, T), Status> {
+    let principal = app.principal(&request).await?;
+    principal.require_manager()?;
+    Ok((principal, request.into_inner()))
+}
+
+/// The lock name's and, when given, the owner token's violations.
+fn resource_violations(resource: &str, owner_token: Option<&str>) -> Vec<FieldViolation> {
+    let mut violations = Vec::new();
+    check_resource(resource, &mut violations);
+    if let Some(token) = owner_token {
+        check_token(token, &mut violations);
+    }
+    violations
 }
 
 fn check_resource(resource: &str, violations: &mut Vec<FieldViolation>) {
