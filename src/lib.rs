@@ -13,6 +13,7 @@ pub mod ctl;
 pub mod dev;
 pub mod error;
 pub mod events;
+pub mod git;
 pub mod isolation;
 pub mod lock;
 pub mod objectstore;

@@ -3,6 +3,7 @@
 
 mod convert;
 mod files;
+mod git;
 mod guild_routing;
 mod locks;
 mod requests;

@@ -1,11 +1,12 @@
 //! `sandboxd.v1.SyncService`. File access is in `files`, workspace sync in `workspace_sync`,
-//! locks in `locks`; git answers UNIMPLEMENTED until it lands.
+//! locks in `locks`, GitStatus and GitDiff in `git`; GitPush and GitPull answer UNIMPLEMENTED
+//! until they land.
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ResponseStream, files, locks, unimplemented, workspace_sync};
+use super::{ResponseStream, files, git, locks, unimplemented, workspace_sync};
 use crate::{app::App, proto, proto::sync_service_server::SyncService};
 
 pub struct SyncServiceApi {
@@ -19,7 +20,7 @@ impl SyncServiceApi {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-const GIT: &str = "git in the workspace (GitPush, GitPull, GitStatus, GitDiff)";
+const GIT: &str = "git pushes and pulls in the workspace (GitPush, GitPull)";
 
 #[tonic::async_trait]
 impl SyncService for SyncServiceApi {
@@ -85,14 +86,14 @@ impl SyncService for SyncServiceApi {
         &self,
         request: Request<proto::GitStatusRequest>,
     ) -> Reply<proto::GitStatusResponse> {
-        unimplemented(&self.app, &request, GIT).await
+        git::status(&self.app, request).await
     }
 
     async fn git_diff(
         &self,
         request: Request<proto::GitDiffRequest>,
     ) -> Reply<proto::GitDiffResponse> {
-        unimplemented(&self.app, &request, GIT).await
+        git::diff(&self.app, request).await
     }
 
     async fn acquire_lock(

@@ -10,6 +10,7 @@ mod bench_pool;
 mod bench_resolve;
 mod bench_sync;
 mod exec;
+mod git;
 mod lock;
 mod output;
 mod pool;
@@ -72,6 +73,11 @@ enum Command {
     Files {
         #[command(subcommand)]
         command: workspace::FilesCommand,
+    },
+    /// The workspace repository: status, diff.
+    Git {
+        #[command(subcommand)]
+        command: git::GitCommand,
     },
     /// Distributed locks: acquire, renew, release.
     Lock {
@@ -194,6 +200,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Pool { command } => pool::run(&connection, command, json).await,
         Command::Sync { command } => workspace::sync(&connection, command, json).await,
         Command::Lock { command } => lock::run(&connection, command, json).await,
+        Command::Git { command } => git::run(&connection, command, json).await,
         Command::Files { command } => workspace::files(&connection, command, json).await,
         Command::Bench { command } => bench::run(&connection, command, json).await,
         Command::BenchBareServer(_) | Command::BenchSync(_) => {

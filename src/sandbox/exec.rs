@@ -116,9 +116,20 @@ impl SandboxManager {
             timeout: self.runtime_config.hook_timeout,
             max_output_bytes: self.runtime_config.max_output_bytes,
         };
+        self.run_collected(sandbox.id, template, spec).await
+    }
+
+    /// Runs a command to its end and returns all its output (bounded by
+    /// `spec.max_output_bytes`).
+    pub(crate) async fn run_collected(
+        &self,
+        id: SandboxId,
+        template: &Template,
+        spec: ExecSpec,
+    ) -> Result<HookOutcome> {
         let started = std::time::Instant::now();
         let mut events =
-            self.runtimes.get(template.runtime).exec(sandbox.id, &template.process, spec).await?;
+            self.runtimes.get(template.runtime).exec(id, &template.process, spec).await?;
         let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
         let mut exit = None;
         while let Some(event) = events.recv().await {
@@ -129,7 +140,7 @@ impl SandboxManager {
             }
         }
         let exit = exit.ok_or_else(|| {
-            Error::Internal(anyhow::anyhow!("the hook's process ended without an exit status"))
+            Error::Internal(anyhow::anyhow!("the process ended without an exit status"))
         })?;
         Ok(HookOutcome { exit, stdout, stderr, duration: started.elapsed() })
     }
@@ -181,7 +192,11 @@ impl SandboxManager {
     }
 
     /// The template's env, then the sandbox's connection variables.
-    fn command_env(&self, sandbox: &Sandbox, template: &Template) -> BTreeMap<String, String> {
+    pub(crate) fn command_env(
+        &self,
+        sandbox: &Sandbox,
+        template: &Template,
+    ) -> BTreeMap<String, String> {
         let mut env = template.process.env.clone();
         env.extend(super::inspect::sandbox_env(sandbox.id, self.object_bucket()));
         env

@@ -7,6 +7,7 @@ pub mod create;
 pub mod destroy;
 pub mod exec;
 pub mod extend;
+pub mod git;
 pub mod inspect;
 pub mod listing;
 pub mod manager;

@@ -1,0 +1,88 @@
+//! GitStatus and GitDiff: git run inside the sandbox (its uid, under bubblewrap), never on the
+//! host, since the workspace's repository configuration is the sandbox's (`crate::git`).
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Sandbox, SandboxId, exec::HookOutcome, manager::SandboxManager};
+use crate::{
+    auth::Principal,
+    error::{Error, Result},
+    git::status::{self, Status},
+    runtime::ExecSpec,
+    template::Template,
+};
+
+/// How long a status or diff may take.
+const GIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+impl SandboxManager {
+    /// `git status` of the workspace repository, parsed.
+    #[tracing::instrument(name = "sandbox.git_status", skip_all, fields(sandbox_id = %id))]
+    pub async fn git_status(&self, principal: &Principal, id: SandboxId) -> Result<Status> {
+        let (sandbox, template) = self.running_with_runtime(principal, id).await?;
+        let args = ["status", "--porcelain=v2", "--branch", "-z", "--untracked-files=all"];
+        let outcome = self.git(&sandbox, &template, &args, &[], 16 << 20).await?;
+        Ok(status::parse(&String::from_utf8_lossy(&outcome.stdout)))
+    }
+
+    /// The unified diff of the unstaged (or staged) changes, cut at `limit` bytes; returns it
+    /// and whether it was cut.
+    #[tracing::instrument(name = "sandbox.git_diff", skip_all, fields(sandbox_id = %id))]
+    pub async fn git_diff(
+        &self,
+        principal: &Principal,
+        id: SandboxId,
+        staged: bool,
+        paths: &[String],
+        limit: usize,
+    ) -> Result<(String, bool)> {
+        let (sandbox, template) = self.running_with_runtime(principal, id).await?;
+        let mut args = vec!["diff", "--no-color", "--no-ext-diff"];
+        if staged {
+            args.push("--cached");
+        }
+        let outcome = self.git(&sandbox, &template, &args, paths, limit).await?;
+        let cut = String::from_utf8_lossy(&outcome.stderr).contains("[sandboxd: output cut");
+        Ok((String::from_utf8_lossy(&outcome.stdout).into_owned(), cut))
+    }
+
+    async fn git(
+        &self,
+        sandbox: &Sandbox,
+        template: &Arc<Template>,
+        args: &[&str],
+        paths: &[String],
+        limit: usize,
+    ) -> Result<HookOutcome> {
+        let mut argv = vec!["git".to_string()];
+        argv.extend(args.iter().map(|arg| arg.to_string()));
+        argv.push("--".into());
+        argv.extend(paths.iter().cloned());
+        let mut env = self.command_env(sandbox, template);
+        env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+        env.insert("GIT_OPTIONAL_LOCKS".into(), "0".into());
+        let spec = ExecSpec {
+            argv,
+            env,
+            working_dir: String::new(),
+            stdin: Vec::new(),
+            timeout: GIT_TIMEOUT,
+            max_output_bytes: limit,
+        };
+        let outcome = self.run_collected(sandbox.id, template, spec).await?;
+        if outcome.exit.code == 0 {
+            return Ok(outcome);
+        }
+        let stderr = String::from_utf8_lossy(&outcome.stderr);
+        if stderr.contains("not a git repository") {
+            return Err(Error::FailedPrecondition {
+                reason: "NOT_A_GIT_REPOSITORY",
+                message: "the workspace is not a git repository".into(),
+            });
+        }
+        Err(Error::FailedPrecondition {
+            reason: "GIT_FAILED",
+            message: format!("git {} failed: {}", args[0], stderr.trim()),
+        })
+    }
+}
