@@ -5,7 +5,6 @@ use tonic::{Request, Response, Status};
 use super::{convert::violations_to_result, requests};
 use crate::{
     app::App,
-    error::FieldViolation,
     git::status::{Change, FileChange},
     proto,
     sandbox::validate,
@@ -41,15 +40,7 @@ pub async fn diff(
     let principal = app.principal(&request).await?;
     let request = request.into_inner();
     let id = requests::sandbox_id(&request.sandbox_id)?;
-    let mut violations = Vec::new();
-    for (index, path) in request.paths.iter().enumerate() {
-        let field = format!("paths[{index}]");
-        if path.is_empty() {
-            violations.push(FieldViolation::new(field, "must not be empty"));
-        } else if let Some(violation) = validate::check_relative_path(&field, path) {
-            violations.push(violation);
-        }
-    }
+    let violations = validate::check_relative_paths("paths", &request.paths);
     violations_to_result((), violations)?;
     let limit = app
         .config

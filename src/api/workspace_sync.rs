@@ -8,7 +8,6 @@ use super::{
 };
 use crate::{
     app::App,
-    error::FieldViolation,
     proto,
     sandbox::{
         SandboxId, validate,
@@ -61,16 +60,7 @@ fn sync_spec(
     delete: bool,
     max_staleness: Option<&prost_types::Duration>,
 ) -> crate::error::Result<SyncSpec> {
-    let mut violations = Vec::new();
-    for (index, path) in paths.iter().enumerate() {
-        if path.is_empty() {
-            violations.push(FieldViolation::new(format!("paths[{index}]"), "must not be empty"));
-        } else if let Some(violation) =
-            validate::check_relative_path(&format!("paths[{index}]"), path)
-        {
-            violations.push(violation);
-        }
-    }
+    let mut violations = validate::check_relative_paths("paths", &paths);
     let max_staleness = match max_staleness.map(|d| positive_duration("max_staleness", d)) {
         None => None,
         Some(Ok(staleness)) => Some(staleness),

@@ -77,6 +77,21 @@ impl Invocation<'_> {
         command
     }
 
+    /// `argv` with only the base environment, in the workspace root: the start-up probe and
+    /// the baseline of `sandboxctl bench exec`.
+    pub(super) fn bare_command(&self, argv: Vec<String>) -> Command {
+        let spec = ExecSpec {
+            argv,
+            env: base_env(self.isolation, &self.workspace).into_iter().collect(),
+            working_dir: String::new(),
+            stdin: Vec::new(),
+            // Not used to build the command (the exec driver enforces them).
+            timeout: std::time::Duration::ZERO,
+            max_output_bytes: 0,
+        };
+        self.command(&spec)
+    }
+
     fn bubblewrap(&self, spec: &ExecSpec) -> Command {
         let mut command = Command::new(&self.config.bwrap);
         command.args(["--die-with-parent", "--new-session", "--unshare-all"]);

@@ -121,16 +121,9 @@ impl ProcessRuntime {
 
     async fn probe(&self, isolation: Isolation, id: SandboxId) -> anyhow::Result<()> {
         self.create_workspace(id)?;
-        let spec = ExecSpec {
-            argv: vec!["true".into()],
-            env: Default::default(),
-            working_dir: String::new(),
-            stdin: Vec::new(),
-            timeout: Duration::from_secs(30),
-            max_output_bytes: 64 * 1024,
-        };
         let settings = ProcessSettings::default();
-        let mut command = self.invocation(isolation, id, &settings).command(&spec);
+        let mut command =
+            self.invocation(isolation, id, &settings).bare_command(vec!["true".into()]);
         let child = reaper::spawn_registered(|| command.spawn(), tokio::process::Child::id)
             .with_context(|| format!("starting {}", self.config.bwrap.display()))?;
         let pid = child.id();
@@ -339,16 +332,7 @@ pub fn bare_command(
         settings: &settings,
         run_as,
     };
-    let mut spec = ExecSpec {
-        argv,
-        env: Default::default(),
-        working_dir: String::new(),
-        stdin: Vec::new(),
-        timeout: Duration::from_secs(60),
-        max_output_bytes: 0,
-    };
-    spec.env.extend(base_env(Isolation::Bubblewrap, workspace));
-    invocation.command(&spec)
+    invocation.bare_command(argv)
 }
 
 fn being_destroyed() -> Error {

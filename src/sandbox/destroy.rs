@@ -29,7 +29,7 @@ use crate::{
     auth::Principal,
     error::{Error, Result},
     store::{sandbox_transitions::TransitionChange, sandboxes::Scope},
-    template::RuntimeKind,
+    template::{RuntimeKind, Template},
 };
 
 /// Who is tearing a sandbox down, and under which scope it must be visible to them.
@@ -109,9 +109,7 @@ impl SandboxManager {
             .await?
             .ok_or_else(|| Error::not_found("sandbox", id.to_string()))?;
         let sandbox = locked.sandbox();
-        let runtime = self.runtime_of_template(&sandbox.template);
-        // A template no longer configured keeps the objects: nothing says to remove them.
-        let keep_objects = self.templates.get(&sandbox.template).is_none_or(|t| t.keep_objects);
+        let template = self.templates.get(&sandbox.template);
         match sandbox.state {
             SandboxState::Destroyed => return locked.release().await,
             SandboxState::Pending | SandboxState::Creating => {
@@ -144,7 +142,7 @@ impl SandboxManager {
                 }
             }
         }
-        match self.remove_resources(id, runtime, keep_objects, teardown).await {
+        match self.remove_resources(id, template.as_deref(), teardown).await {
             Ok(destroyed) => Ok(destroyed),
             Err(error) => {
                 tracing::warn!(sandbox_id = %id, %error, "destroy stopped at DESTROYING; it will be finished later");
@@ -163,10 +161,14 @@ impl SandboxManager {
     async fn remove_resources(
         &self,
         id: SandboxId,
-        runtime: RuntimeKind,
-        keep_objects: bool,
+        template: Option<&Template>,
         teardown: &Teardown,
     ) -> Result<Sandbox> {
+        // A template no longer configured: its runtime is taken to be `process`, so a workspace
+        // it may have left is still removed, and its objects are kept (nothing says to remove
+        // them).
+        let runtime = template.map_or(RuntimeKind::Process, |t| t.runtime);
+        let keep_objects = template.is_none_or(|t| t.keep_objects);
         self.runtimes.get(runtime).destroy(id).await?;
         self.remove_objects(id, keep_objects).await?;
         let removed_keys = self.redis.purge_if_cheap(id).await?;
@@ -189,12 +191,6 @@ impl SandboxManager {
         let destroyed =
             locked.transition(&[SandboxState::Destroyed], change, &teardown.actor).await?;
         Ok(destroyed.sandbox)
-    }
-
-    /// The runtime of a sandbox's template; `process` when the template is no longer
-    /// configured, so a workspace it may have left is still removed.
-    fn runtime_of_template(&self, template: &str) -> RuntimeKind {
-        self.templates.get(template).map_or(RuntimeKind::Process, |template| template.runtime)
     }
 
     /// This replica stops routing to a sandbox at once, not at the next NOTIFY.

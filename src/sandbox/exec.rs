@@ -5,7 +5,7 @@
 //! variables (`SANDBOX_ID`, `PGOPTIONS`, `REDIS_PREFIX`, `SUBJECT_PREFIX`, `OBJECT_PREFIX`, ...),
 //! then the request's own. Nothing of sandboxd's environment is inherited.
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use tokio::sync::mpsc;
 
@@ -149,12 +149,13 @@ impl SandboxManager {
     #[tracing::instrument(name = "sandbox.workspace", skip_all, fields(sandbox_id = %id))]
     pub async fn workspace(&self, principal: &Principal, id: SandboxId) -> Result<Workspace> {
         let (_, template) = self.running_with_runtime(principal, id).await?;
-        let root = self
-            .runtimes
-            .get(template.runtime)
-            .workspace(id)
-            .ok_or_else(crate::runtime::no_processes)?;
-        Workspace::open(root, self.file_limits).await
+        Workspace::open(self.workspace_dir(id, &template)?, self.file_limits).await
+    }
+
+    /// The sandbox's workspace directory on this host; `FAILED_PRECONDITION` for a runtime
+    /// without one.
+    pub(crate) fn workspace_dir(&self, id: SandboxId, template: &Template) -> Result<PathBuf> {
+        self.runtimes.get(template.runtime).workspace(id).ok_or_else(crate::runtime::no_processes)
     }
 
     /// The sandbox, when it is RUNNING and its template runs commands.

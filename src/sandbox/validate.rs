@@ -126,6 +126,22 @@ pub fn check_relative_path(field: &str, path: &str) -> Option<FieldViolation> {
     problem.map(|description| FieldViolation::new(field, description))
 }
 
+/// A list of workspace paths (`paths[i]`): none empty, each [`check_relative_path`].
+pub fn check_relative_paths(field: &str, paths: &[String]) -> Vec<FieldViolation> {
+    paths
+        .iter()
+        .enumerate()
+        .filter_map(|(index, path)| {
+            let field = format!("{field}[{index}]");
+            if path.is_empty() {
+                Some(FieldViolation::new(field, "must not be empty"))
+            } else {
+                check_relative_path(&field, path)
+            }
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -51,15 +51,6 @@ pub struct SyncSpec {
     pub max_staleness: Option<Duration>,
 }
 
-/// The sync engine's futures are `Send`, but the compiler cannot prove it for every lifetime
-/// once they are nested in a spawned lifecycle task (its stream combinators borrow); boxing them
-/// here proves it where the lifetimes are concrete.
-fn sendable<'a, T>(
-    future: impl std::future::Future<Output = T> + Send + 'a,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = T> + Send + 'a>> {
-    Box::pin(future)
-}
-
 fn record(direction: SyncDirection, report: &SyncReport) -> SyncRecord {
     SyncRecord {
         direction,
@@ -159,11 +150,7 @@ impl SandboxManager {
         spec: &SyncSpec,
     ) -> Result<SyncOutcome> {
         let template = self.template_of(sandbox)?;
-        let workspace = self
-            .runtimes
-            .get(template.runtime)
-            .workspace(sandbox.id)
-            .ok_or_else(crate::runtime::no_processes)?;
+        let workspace = self.workspace_dir(sandbox.id, &template)?;
         let target = self.syncs.target(prefix_of.as_uuid()).await?;
         let state = self.syncs.state(sandbox.id.as_uuid());
         let _one_at_a_time = state.running.lock().await;
@@ -171,10 +158,10 @@ impl SandboxManager {
         let (settings, cache) = (self.syncs.settings(), &state.cache);
         let report = match direction {
             SyncDirection::Push => {
-                sendable(sync::push(&workspace, &target, &request, settings, cache)).await?
+                sync::push(&workspace, &target, &request, settings, cache).await?
             }
             SyncDirection::Pull => {
-                sendable(sync::pull(&workspace, &target, &request, settings, cache)).await?
+                sync::pull(&workspace, &target, &request, settings, cache).await?
             }
         };
         let record = record(direction, &report);
