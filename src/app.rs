@@ -13,8 +13,12 @@ use crate::{
     config::Config,
     error::{Error, Result},
     events::EventHub,
+    git::GitRemotes,
     isolation::{RedisNamespace, redis_client::RedisClient},
-    lock::Locks,
+    lock::{
+        Locks,
+        audit::{LockAudit, LockAuditWriter},
+    },
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     runtime::Runtimes,
@@ -30,6 +34,10 @@ pub struct App {
     pub redis: RedisNamespace,
     /// Distributed locks (AcquireLock, RenewLock, ReleaseLock).
     pub locks: Locks,
+    /// The audit of AcquireLock and ReleaseLock, written in batches.
+    pub lock_audit: LockAudit,
+    /// Its writer, taken (once) by the server to run.
+    pub lock_audit_writer: std::sync::Mutex<Option<LockAuditWriter>>,
     pub auth: Authenticator,
     pub sandboxes: SandboxManager,
     pub routing: RoutingService,
@@ -62,6 +70,8 @@ impl App {
         let shutdown = CancellationToken::new();
         let events = EventHub::default();
         let routes = Arc::new(RoutingTable::default());
+        let locks = Locks::new(redis.clone());
+        let (lock_audit, lock_audit_writer) = LockAudit::new();
         let sandboxes = SandboxManager {
             store: store.clone(),
             redis: redis.clone(),
@@ -79,6 +89,7 @@ impl App {
             runtime_config: Arc::new(config.runtime.clone()),
             file_limits: config.files,
             syncs: Arc::new(WorkspaceSyncs::new(config.s3.clone(), config.sync.clone())),
+            git: Arc::new(GitRemotes::new(config.git.clone(), locks.clone())),
         };
         let routing = RoutingService::new(
             store.clone(),
@@ -90,7 +101,9 @@ impl App {
         Ok(Arc::new(Self {
             config,
             store,
-            locks: Locks::new(redis.clone()),
+            locks,
+            lock_audit,
+            lock_audit_writer: std::sync::Mutex::new(Some(lock_audit_writer)),
             redis,
             auth,
             sandboxes,

@@ -27,6 +27,7 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub files: crate::workspace::files::FileLimits,
     pub sync: crate::workspace::sync::SyncSettings,
+    pub git: crate::git::settings::GitSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -465,6 +466,10 @@ impl Config {
         }
         if self.sandbox.default_ttl > self.sandbox.max_ttl {
             problems.push("sandbox.default_ttl must not exceed sandbox.max_ttl".to_string());
+        }
+        problems.extend(self.git.problems());
+        if self.git.lock_wait >= self.server.request_timeout {
+            problems.push("git.lock_wait must be below server.request_timeout".to_string());
         }
         if self.redis.key_prefix.is_empty() {
             problems.push("redis.key_prefix must not be empty".to_string());

@@ -174,6 +174,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             async move { app.sandboxes.replica().run(app.store.clone(), every, stopped).await }
         }),
     ];
+    let mut last_to_stop = last_to_stop;
+    let lock_audit = app.lock_audit_writer.lock().expect("lock audit writer poisoned").take();
+    if let Some(writer) = lock_audit {
+        let (store, stopped) = (app.store.clone(), stopped.clone());
+        last_to_stop.push(tokio::spawn(writer.run(store, stopped)));
+    }
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)

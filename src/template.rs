@@ -141,6 +141,66 @@ struct TemplateFile {
     /// later sandbox can start from it (`init_from_store`), or removed with the sandbox.
     #[serde(default = "keep_objects_by_default")]
     keep_objects: bool,
+    /// The repository cloned into the workspace at creation (`process` runtime only).
+    #[serde(default)]
+    git: Option<GitSource>,
+}
+
+/// `[git]` of a template: the repository a sandbox's workspace is cloned from at creation,
+/// and the remote its GitPush and GitPull talk to (`origin`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GitSource {
+    /// URL (`https://...`, `ssh://...`) or absolute path of a repository on sandboxd's host.
+    /// Never with credentials in it: those come from `[git] credentials` of the server config.
+    pub repository: String,
+    /// The branch cloned and, without `agent_branch`, pushed to.
+    #[serde(default = "default_branch")]
+    pub branch: String,
+    /// Work on a branch of its own, `sandbox/<sandbox id>`, started from `branch` (so agents
+    /// never push to the same branch).
+    #[serde(default)]
+    pub agent_branch: bool,
+}
+
+fn default_branch() -> String {
+    "main".into()
+}
+
+impl GitSource {
+    fn check(&self) -> anyhow::Result<()> {
+        let url = &self.repository;
+        if let Some((_, rest)) = url.split_once("://") {
+            let authority = rest.split('/').next().unwrap_or_default();
+            if authority.contains('@') && !url.starts_with("ssh://") {
+                bail!(
+                    "git.repository must not hold credentials (use [git] credentials of the server config)"
+                );
+            }
+        } else if !url.starts_with('/') {
+            bail!("git.repository must be a URL or an absolute path");
+        }
+        if url.chars().any(char::is_control) {
+            bail!("git.repository must not contain control characters");
+        }
+        if !is_branch_name(&self.branch) {
+            bail!("git.branch {:?} is not a plain branch name", self.branch);
+        }
+        Ok(())
+    }
+}
+
+/// Branch names sandboxd passes to git: `[A-Za-z0-9._/-]`, not starting with `-` or `/`, no
+/// `..`, at most 200 bytes. Stricter than git, so a name is never an option or a range.
+pub fn is_branch_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 200
+        && !name.starts_with(['-', '/', '.'])
+        && !name.ends_with(['/', '.'])
+        && !name.contains("..")
+        && !name.contains("//")
+        && !name.ends_with(".lock")
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '/' | '-'))
 }
 
 fn keep_objects_by_default() -> bool {
@@ -163,6 +223,7 @@ pub struct Template {
     pub hooks: BTreeMap<String, String>,
     pub process: ProcessSettings,
     pub keep_objects: bool,
+    pub git: Option<GitSource>,
 }
 
 /// All templates the server knows, by name.
@@ -246,6 +307,14 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
     if let Some(name) = file.hooks.keys().find(|name| !is_hook_name(name)) {
         bail!("hook name {name:?} must be lowercase letters, digits and '-' or '_'");
     }
+    if let Some(git) = &file.git {
+        if file.runtime != RuntimeKind::Process {
+            bail!(
+                "[git] needs runtime = \"process\" (the repository is cloned into its workspace)"
+            );
+        }
+        git.check()?;
+    }
     if file.pool.enabled && (file.pool.max_size == 0 || file.pool.min_ready > file.pool.max_size) {
         bail!("pool needs 0 < max_size and min_ready <= max_size");
     }
@@ -262,6 +331,7 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
         hooks: file.hooks,
         process: file.process,
         keep_objects: file.keep_objects,
+        git: file.git,
     })
 }
 

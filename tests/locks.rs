@@ -77,6 +77,37 @@ async fn a_held_lock_excludes_others_until_released_and_tokens_only_grow() {
         })
         .await;
     app.sync(Some(&bob)).acquire_lock(acquire("git:repo:main", 30_000, 0)).await.unwrap();
+
+    // Acquisitions and releases are audited (written in batches, so they appear shortly after).
+    let pool = app.pg().await;
+    let audited = || async {
+        let rows: Vec<(String, String, serde_json::Value)> = sqlx::query_as(
+            "SELECT tenant, event_type, details FROM audit_events
+             WHERE event_type LIKE 'lock_%' ORDER BY id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        rows
+    };
+    common::eventually("the lock events are audited", Duration::from_secs(5), || async {
+        audited().await.len() == 4
+    })
+    .await;
+    let events: Vec<(String, String, Option<u64>)> = audited()
+        .await
+        .into_iter()
+        .map(|(tenant, kind, details)| (tenant, kind, details["fencing_token"].as_u64()))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            ("acme".to_string(), "lock_acquired".to_string(), Some(first.fencing_token)),
+            ("acme".to_string(), "lock_released".to_string(), None),
+            ("acme".to_string(), "lock_acquired".to_string(), Some(second.fencing_token)),
+            ("globex".to_string(), "lock_acquired".to_string(), Some(1)),
+        ]
+    );
 }
 
 #[tokio::test]

@@ -3,10 +3,13 @@
 
 use std::time::Duration;
 
+use serde_json::json;
 use tonic::{Request, Response, Status};
 
 use super::convert::{positive_duration, timestamp, violations_to_result};
-use crate::{app::App, auth::Principal, error::FieldViolation, lock::Lease, proto};
+use crate::{
+    app::App, auth::Principal, error::FieldViolation, lock::Lease, proto, store::audit::event,
+};
 
 const DEFAULT_TTL: Duration = Duration::from_secs(30);
 const MAX_TTL: Duration = Duration::from_secs(3600);
@@ -45,6 +48,13 @@ pub async fn acquire(
     violations_to_result((), violations)?;
     let lease = app.locks.acquire(&principal.tenant, &request.resource, ttl, wait).await?;
     tracing::info!(resource = %request.resource, fencing_token = lease.fencing_token, holder = %request.owner, actor = %principal.actor(), "lock acquired");
+    let details = json!({
+        "resource": request.resource,
+        "fencing_token": lease.fencing_token,
+        "holder": request.owner,
+        "expire_time": lease.expire_at,
+    });
+    app.lock_audit.record(&principal.tenant, principal.actor(), event::LOCK_ACQUIRED, details);
     Ok(Response::new(lease_message(lease)))
 }
 
@@ -68,6 +78,8 @@ pub async fn release(
         app.locks.release(&principal.tenant, &request.resource, &request.owner_token).await?;
     if released {
         tracing::info!(resource = %request.resource, actor = %principal.actor(), "lock released");
+        let details = json!({ "resource": request.resource });
+        app.lock_audit.record(&principal.tenant, principal.actor(), event::LOCK_RELEASED, details);
     }
     Ok(Response::new(proto::ReleaseLockResponse { released }))
 }

@@ -12,12 +12,10 @@ mod sandbox_control;
 mod sync_service;
 mod workspace_sync;
 
-use std::{pin::Pin, sync::Arc};
+use std::pin::Pin;
 
 use futures::Stream;
-use tonic::{Request, Status};
-
-use crate::{app::App, error::Error};
+use tonic::Status;
 
 pub use guild_routing::GuildRoutingApi;
 pub use sandbox_control::SandboxControlApi;
@@ -25,14 +23,3 @@ pub use sync_service::SyncServiceApi;
 
 /// The response stream type of every server-streaming RPC.
 pub type ResponseStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
-
-/// Answers an RPC whose capability a later release builds: authenticated callers get
-/// UNIMPLEMENTED naming the capability.
-async fn unimplemented<T, R>(
-    app: &Arc<App>,
-    request: &Request<T>,
-    capability: &'static str,
-) -> Result<R, Status> {
-    app.principal(request).await?;
-    Err(Error::Unimplemented(capability).into())
-}

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use tonic::{Request, Response, Status, Streaming};
 
-use super::{ResponseStream, files, git, locks, unimplemented, workspace_sync};
+use super::{ResponseStream, files, git, locks, workspace_sync};
 use crate::{app::App, proto, proto::sync_service_server::SyncService};
 
 pub struct SyncServiceApi {
@@ -20,7 +20,6 @@ impl SyncServiceApi {
 }
 
 type Reply<T> = Result<Response<T>, Status>;
-const GIT: &str = "git pushes and pulls in the workspace (GitPush, GitPull)";
 
 #[tonic::async_trait]
 impl SyncService for SyncServiceApi {
@@ -72,14 +71,14 @@ impl SyncService for SyncServiceApi {
         &self,
         request: Request<proto::GitPushRequest>,
     ) -> Reply<proto::GitPushResponse> {
-        unimplemented(&self.app, &request, GIT).await
+        git::push(&self.app, request).await
     }
 
     async fn git_pull(
         &self,
         request: Request<proto::GitPullRequest>,
     ) -> Reply<proto::GitPullResponse> {
-        unimplemented(&self.app, &request, GIT).await
+        git::pull(&self.app, request).await
     }
 
     async fn git_status(

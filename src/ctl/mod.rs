@@ -4,6 +4,7 @@
 mod bench;
 mod bench_bare;
 mod bench_exec;
+mod bench_git;
 mod bench_listing;
 mod bench_locks;
 mod bench_pool;

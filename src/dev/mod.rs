@@ -11,6 +11,7 @@ use std::{net::SocketAddr, path::PathBuf};
 
 use anyhow::Context;
 
+use crate::git::settings::GitSettings;
 use crate::{
     auth::{self, Principal},
     config::{Config, RuntimeConfig, SecretUrl},
@@ -103,6 +104,11 @@ impl DevDependencies {
         }
         if config.runtime.workspace_root == RuntimeConfig::default().workspace_root {
             config.runtime.workspace_root = self.workspaces.clone();
+        }
+        if config.git.mirror_dir == GitSettings::default().mirror_dir
+            && let Some(data) = self.workspaces.parent()
+        {
+            config.git.mirror_dir = data.join("git");
         }
     }
 }

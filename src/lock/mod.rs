@@ -11,6 +11,8 @@
 //! tenants cannot block each other and a name cannot break the hash tag. Counters outlive their
 //! locks (one small key per name ever used), so tokens keep growing across expiries.
 
+pub mod audit;
+
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};

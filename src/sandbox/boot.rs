@@ -45,8 +45,9 @@ impl SandboxManager {
         }
     }
 
-    /// The workspace, filled from `init_from`'s pushed workspace when given, then the
-    /// `cold_start` hook when the template has one.
+    /// The workspace: a clone of the template's repository when it names one, then the files of
+    /// `init_from`'s pushed workspace when given, then the `cold_start` hook when the template
+    /// has one.
     pub(crate) async fn prepare_runtime(
         &self,
         sandbox: &Sandbox,
@@ -54,6 +55,9 @@ impl SandboxManager {
         init_from: Option<SandboxId>,
     ) -> Result<()> {
         self.runtimes.get(template.runtime).provision(sandbox.id).await?;
+        if let Some(git) = &template.git {
+            self.clone_repository(sandbox, template, git).await?;
+        }
         if let Some(source) = init_from {
             let everything = SyncSpec { delete: false, ..SyncSpec::default() };
             self.pull_into(sandbox, source, &everything).await?;

@@ -12,7 +12,7 @@ use crate::{
     template::Template,
 };
 
-/// How long a status or diff may take.
+/// How long one git run inside a sandbox may take.
 const GIT_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl SandboxManager {
@@ -58,31 +58,66 @@ impl SandboxManager {
         argv.extend(args.iter().map(|arg| arg.to_string()));
         argv.push("--".into());
         argv.extend(paths.iter().cloned());
-        let mut env = self.command_env(sandbox, template);
-        env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
-        env.insert("GIT_OPTIONAL_LOCKS".into(), "0".into());
-        let spec = ExecSpec {
-            argv,
-            env,
-            working_dir: String::new(),
-            stdin: Vec::new(),
-            timeout: GIT_TIMEOUT,
-            max_output_bytes: limit,
-        };
-        let outcome = self.run_collected(sandbox.id, template, spec).await?;
+        let outcome = self.run_git(sandbox, template, GitRun::new(argv, limit)).await?;
         if outcome.exit.code == 0 {
             return Ok(outcome);
         }
-        let stderr = String::from_utf8_lossy(&outcome.stderr);
-        if stderr.contains("not a git repository") {
-            return Err(Error::FailedPrecondition {
-                reason: "NOT_A_GIT_REPOSITORY",
-                message: "the workspace is not a git repository".into(),
-            });
-        }
-        Err(Error::FailedPrecondition {
-            reason: "GIT_FAILED",
-            message: format!("git {} failed: {}", args[0], stderr.trim()),
-        })
+        Err(git_failure(args[0], &outcome))
+    }
+
+    /// Runs a git command line (or a script of git commands) inside the sandbox, with git's
+    /// prompts off and `extra_env` (author, committer) on top of the sandbox's environment.
+    pub(crate) async fn run_git(
+        &self,
+        sandbox: &Sandbox,
+        template: &Template,
+        run: GitRun,
+    ) -> Result<HookOutcome> {
+        let mut env = self.command_env(sandbox, template);
+        env.insert("GIT_TERMINAL_PROMPT".into(), "0".into());
+        env.insert("GIT_OPTIONAL_LOCKS".into(), "0".into());
+        env.insert("GIT_EDITOR".into(), "true".into());
+        env.extend(run.extra_env);
+        let spec = ExecSpec {
+            argv: run.argv,
+            env,
+            working_dir: String::new(),
+            stdin: run.stdin,
+            timeout: GIT_TIMEOUT,
+            max_output_bytes: run.limit,
+        };
+        self.run_collected(sandbox.id, template, spec).await
+    }
+}
+
+/// One git run inside a sandbox.
+pub(crate) struct GitRun {
+    pub argv: Vec<String>,
+    pub stdin: Vec<u8>,
+    pub extra_env: Vec<(String, String)>,
+    /// Output (stdout and stderr together) beyond which it is cut.
+    pub limit: usize,
+}
+
+impl GitRun {
+    pub fn new(argv: Vec<String>, limit: usize) -> Self {
+        Self { argv, stdin: Vec::new(), extra_env: Vec::new(), limit }
+    }
+}
+
+/// The error of a git run that exited non-zero: not a repository, or git's own message.
+pub(crate) fn git_failure(step: &str, outcome: &HookOutcome) -> Error {
+    let stderr = String::from_utf8_lossy(&outcome.stderr);
+    if stderr.contains("not a git repository") {
+        return Error::FailedPrecondition {
+            reason: "NOT_A_GIT_REPOSITORY",
+            message: "the workspace is not a git repository".into(),
+        };
+    }
+    let tail_start = stderr.len().saturating_sub(2048);
+    let tail_start = (tail_start..stderr.len()).find(|i| stderr.is_char_boundary(*i)).unwrap_or(0);
+    Error::FailedPrecondition {
+        reason: "GIT_FAILED",
+        message: format!("git {step} failed: {}", stderr[tail_start..].trim()),
     }
 }

@@ -55,6 +55,8 @@ pub struct SandboxManager {
     pub(crate) file_limits: FileLimits,
     /// The object store and per-sandbox sync state.
     pub(crate) syncs: Arc<WorkspaceSyncs>,
+    /// Mirrors, push locks and credentials of template repositories.
+    pub(crate) git: Arc<crate::git::GitRemotes>,
 }
 
 pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
@@ -74,6 +76,11 @@ pub(crate) fn check_etag(sandbox: &Sandbox, etag: Option<&str>) -> Result<Option
 }
 
 impl SandboxManager {
+    /// The test hook that pauses a push before it updates the remote (`crate::git::pauses`).
+    pub fn push_pauses(&self) -> &crate::git::pauses::PushPauses {
+        &self.git.pauses
+    }
+
     pub fn templates(&self) -> &TemplateCatalog {
         &self.templates
     }

@@ -8,6 +8,7 @@ pub mod destroy;
 pub mod exec;
 pub mod extend;
 pub mod git;
+pub mod git_remote;
 pub mod inspect;
 pub mod listing;
 pub mod manager;

@@ -29,6 +29,13 @@ pub mod event {
     pub const GUILD_REGISTERED: &str = "guild_registered";
     pub const GUILD_UNREGISTERED: &str = "guild_unregistered";
     pub const ORPHAN_REMOVED: &str = "orphan_removed";
+    /// A GitPush updated the remote branch (details: commit, fencing token, lock interval).
+    pub const GIT_PUSHED: &str = "git_pushed";
+    /// A GitPush that held the lock was refused (a stale lease, conflicts, rejections).
+    pub const GIT_PUSH_REFUSED: &str = "git_push_refused";
+    /// AcquireLock and ReleaseLock (no sandbox; details: resource, fencing token).
+    pub const LOCK_ACQUIRED: &str = "lock_acquired";
+    pub const LOCK_RELEASED: &str = "lock_released";
 
     /// Event types streamed by `WatchSandboxes`.
     pub const LIFECYCLE: [&str; 5] =
@@ -116,6 +123,15 @@ pub(super) fn recording_ctes(changed: &str, first_param: usize) -> String {
     )
 }
 
+/// An event that belongs to no sandbox.
+#[derive(Debug, Clone)]
+pub struct DetachedEvent {
+    pub tenant: String,
+    pub actor: String,
+    pub event_type: &'static str,
+    pub details: Value,
+}
+
 /// One stored audit event.
 #[derive(Debug, Clone, sqlx::FromRow)]
 pub struct AuditEvent {
@@ -137,6 +153,53 @@ pub struct EventScope<'a> {
 }
 
 impl Store {
+    /// Records one event of a sandbox on its own (e.g. a git push).
+    pub async fn record_sandbox_event(
+        &self,
+        sandbox: &Sandbox,
+        actor: &str,
+        event_type: &str,
+        details: Value,
+    ) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        record(&mut conn, &sandbox.tenant, Some(sandbox.id.as_uuid()), actor, event_type, details)
+            .await
+    }
+
+    /// Records events that belong to no sandbox, of any tenants, in one statement (the lock
+    /// audit's batches). Tenants' ordering locks are taken in tenant order, so two batches
+    /// cannot deadlock; nobody watches these types, so no NOTIFY.
+    pub async fn record_detached_events(&self, events: &[DetachedEvent]) -> Result<()> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let column = |get: fn(&DetachedEvent) -> String| events.iter().map(get).collect::<Vec<_>>();
+        let details: Vec<Value> = events.iter().map(|event| event.details.clone()).collect();
+        sqlx::query(&format!(
+            "WITH input AS (
+                 SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::jsonb[])
+                     WITH ORDINALITY AS e (tenant, actor, event_type, details, position)
+             ),
+             ordered AS (
+                 SELECT count(*) AS locks FROM (
+                     SELECT pg_advisory_xact_lock(hashtextextended({ORDER_LOCK_KEY}, 0))
+                     FROM (SELECT DISTINCT tenant FROM input ORDER BY tenant) tenants
+                 ) taken
+             )
+             INSERT INTO audit_events (tenant, sandbox_id, actor, event_type, details)
+             SELECT input.tenant, NULL, input.actor, input.event_type, input.details
+             FROM input, ordered
+             ORDER BY input.position"
+        ))
+        .bind(column(|event| event.tenant.clone()))
+        .bind(column(|event| event.actor.clone()))
+        .bind(column(|event| event.event_type.to_string()))
+        .bind(details)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     /// Audit events, newest first, older than `before_id` when given.
     #[tracing::instrument(name = "store.audit.list", skip(self))]
     pub async fn list_audit_events(

@@ -134,6 +134,7 @@ impl TestApp {
         )
         .expect("making the workspaces directory traversable");
         config.runtime.workspace_root = workspaces.path().join("workspaces");
+        config.git.mirror_dir = workspaces.path().join("git");
         customize(&mut config);
         config.validate().expect("test config is valid");
 
