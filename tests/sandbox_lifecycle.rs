@@ -235,16 +235,3 @@ async fn list_templates_shows_the_shipped_templates_with_their_tables() {
     assert_eq!(agent.runtime, "process");
     assert!(agent.hooks.contains(&"cold_start".to_string()));
 }
-
-#[tokio::test]
-async fn capabilities_not_built_yet_answer_unimplemented_naming_them() {
-    let app = TestApp::spawn().await;
-    let request = sandboxd::proto::GitPushRequest {
-        sandbox_id: uuid::Uuid::now_v7().to_string(),
-        ..Default::default()
-    };
-    let status = app.sync(Some(&app.owner_key)).git_push(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::Unimplemented);
-    assert!(status.message().contains("GitPush"), "{}", status.message());
-    assert_eq!(error_reason(&status), "NOT_IMPLEMENTED");
-}

@@ -54,11 +54,17 @@ pub fn release(pid: Option<u32>) {
     reap_orphans();
 }
 
-/// Reaps every zombie child of this process that it did not spawn itself.
+/// Reaps every zombie child of this process that it did not spawn itself. Children in this
+/// process's own process group are never taken: they were spawned by other code here (git on
+/// the host, a test's helper processes) that waits for them itself; sandbox commands and what
+/// they leave behind run in process groups of their own (`process_group(0)`, bubblewrap's
+/// `--new-session`).
 pub fn reap_orphans() {
     let guard = spawned();
     let ours = guard.as_ref();
     let me = std::process::id();
+    // SAFETY: getpgrp has no preconditions.
+    let my_group = unsafe { libc::getpgrp() };
     let Ok(entries) = std::fs::read_dir("/proc") else { return };
     for entry in entries.flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else { continue };
@@ -70,8 +76,11 @@ pub fn reap_orphans() {
         // the last ')'.
         let Some((_, rest)) = stat.rsplit_once(')') else { continue };
         let mut fields = rest.split_whitespace();
-        let (Some(state), Some(ppid)) = (fields.next(), fields.next()) else { continue };
-        if state == "Z" && ppid.parse::<u32>() == Ok(me) {
+        let (Some(state), Some(ppid), Some(group)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if state == "Z" && ppid.parse::<u32>() == Ok(me) && group.parse::<i32>() != Ok(my_group) {
             let Ok(pid) = i32::try_from(pid) else { continue };
             let mut status = 0;
             // SAFETY: waitpid on a zombie child of ours, writing into a local.
