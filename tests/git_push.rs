@@ -10,12 +10,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use common::{TestApp, error_reason, templates_with};
+use common::{TestApp, error_reason, sh, templates_with};
 use sandboxd::proto::{
-    CreateSandboxRequest, ExecRequest, GitPullRequest, GitPushRequest, GitPushResponse,
-    GitStatusRequest, exec_response::Output,
+    CreateSandboxRequest, GitPullRequest, GitPushRequest, GitPushResponse, GitStatusRequest,
 };
-use tokio_stream::StreamExt;
 use tonic::Code;
 
 /// A bare repository with one commit on `main` (README.md), in its own temporary directory.
@@ -97,6 +95,17 @@ async fn spawn(
     .await
 }
 
+/// A seeded remote, templates whose `git-agent` clones it, and a server on them.
+async fn with_repository(
+    extra: &str,
+    customize: impl FnOnce(&mut sandboxd::config::Config),
+) -> (Remote, tempfile::TempDir, TestApp) {
+    let remote = Remote::seeded().await;
+    let templates = templates(remote.bare.to_str().unwrap(), extra);
+    let app = spawn(&templates, customize).await;
+    (remote, templates, app)
+}
+
 async fn create(app: &TestApp, name: &str) -> String {
     let request = CreateSandboxRequest {
         template: "git-agent".into(),
@@ -104,25 +113,6 @@ async fn create(app: &TestApp, name: &str) -> String {
         ..Default::default()
     };
     app.owner().create_sandbox(request).await.unwrap().into_inner().sandbox_id
-}
-
-/// Runs a shell script in the sandbox; its exit code and stdout.
-async fn sh(app: &TestApp, id: &str, script: &str) -> (i32, String) {
-    let request = ExecRequest {
-        sandbox_id: id.into(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    };
-    let mut stream = app.owner().exec(request).await.unwrap().into_inner();
-    let (mut code, mut stdout) = (-1, Vec::new());
-    while let Some(message) = stream.next().await {
-        match message.unwrap().output.unwrap() {
-            Output::Exit(exit) => code = exit.exit_code,
-            Output::StdoutChunk(chunk) => stdout.extend(chunk),
-            Output::StderrChunk(_) => {}
-        }
-    }
-    (code, String::from_utf8_lossy(&stdout).into_owned())
 }
 
 fn push(id: &str, message: &str) -> GitPushRequest {
@@ -133,6 +123,26 @@ fn push(id: &str, message: &str) -> GitPushRequest {
         author_email: "agent@example.com".into(),
         ..Default::default()
     }
+}
+
+/// Starts a push of `id` that pauses right before it updates the remote: fires the first
+/// receiver when it got there, and goes on when the sender is used.
+fn paused_push(
+    app: &TestApp,
+    id: &str,
+    message: &str,
+) -> (
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<GitPushResponse, tonic::Status>>,
+) {
+    let pauses = app.server().app.sandboxes.push_pauses();
+    let (reached, resume) = pauses.pause_before_push(common::uuid_of(id));
+    let mut client = app.sync(Some(&app.owner_key));
+    let request = push(id, message);
+    let pushing =
+        tokio::spawn(async move { client.git_push(request).await.map(|r| r.into_inner()) });
+    (reached, resume, pushing)
 }
 
 async fn git_push(
@@ -168,9 +178,7 @@ async fn pushes_audited(
 
 #[tokio::test]
 async fn twenty_agents_pushing_at_once_lose_no_commit_and_never_share_the_lock() {
-    let remote = Remote::seeded().await;
-    let templates = templates(remote.bare.to_str().unwrap(), "");
-    let app = spawn(&templates, |_| {}).await;
+    let (remote, _templates, app) = with_repository("", |_| {}).await;
     let mut ids = Vec::new();
     for agent in 0..20 {
         let id = create(&app, &format!("agent-{agent}")).await;
@@ -230,30 +238,14 @@ async fn twenty_agents_pushing_at_once_lose_no_commit_and_never_share_the_lock()
 
 #[tokio::test]
 async fn a_holder_whose_lease_ran_out_cannot_overwrite_the_next_holders_commit() {
-    let remote = Remote::seeded().await;
-    let templates = templates(remote.bare.to_str().unwrap(), "");
-    let app = spawn(&templates, |config| config.git.lock_ttl = Duration::from_millis(500)).await;
+    let (remote, _templates, app) =
+        with_repository("", |config| config.git.lock_ttl = Duration::from_millis(500)).await;
     let stale = create(&app, "stale").await;
     let next = create(&app, "next").await;
     assert_eq!(sh(&app, &stale, "echo stale > stale.txt").await.0, 0);
     assert_eq!(sh(&app, &next, "echo next > next.txt").await.0, 0);
 
-    let pauses = app.server().app.sandboxes.push_pauses();
-    let (reached, resume) = pauses.pause_before_push(common::uuid_of(&stale));
-    let stale_push = tokio::spawn({
-        let (addr, key, id) = (app.addr, app.owner_key.clone(), stale.clone());
-        async move {
-            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect_lazy();
-            let mut client =
-                sandboxd::proto::sync_service_client::SyncServiceClient::with_interceptor(
-                    channel,
-                    common::Bearer(Some(key)),
-                );
-            client.git_push(push(&id, "stale work")).await.map(|r| r.into_inner())
-        }
-    });
+    let (reached, resume, stale_push) = paused_push(&app, &stale, "stale work");
     reached.await.expect("the stale push reached the moment before it pushes");
     // It holds the lock, stalled; its lease runs out and the next holder pushes meanwhile.
     let pushed = git_push(&app, push(&next, "next work")).await.unwrap();
@@ -287,28 +279,11 @@ async fn a_holder_whose_lease_ran_out_cannot_overwrite_the_next_holders_commit()
 
 #[tokio::test]
 async fn a_push_rejected_because_the_remote_moved_is_rebased_and_retried() {
-    let remote = Remote::seeded().await;
-    let templates = templates(remote.bare.to_str().unwrap(), "");
-    let app = spawn(&templates, |_| {}).await;
+    let (remote, _templates, app) = with_repository("", |_| {}).await;
     let id = create(&app, "agent").await;
     assert_eq!(sh(&app, &id, "echo mine > mine.txt").await.0, 0);
 
-    let (reached, resume) =
-        app.server().app.sandboxes.push_pauses().pause_before_push(common::uuid_of(&id));
-    let pushing = tokio::spawn({
-        let (addr, key, id) = (app.addr, app.owner_key.clone(), id.clone());
-        async move {
-            let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-                .unwrap()
-                .connect_lazy();
-            let mut client =
-                sandboxd::proto::sync_service_client::SyncServiceClient::with_interceptor(
-                    channel,
-                    common::Bearer(Some(key)),
-                );
-            client.git_push(push(&id, "mine")).await.map(|r| r.into_inner())
-        }
-    });
+    let (reached, resume, pushing) = paused_push(&app, &id, "mine");
     reached.await.unwrap();
     // Someone who does not take the lock pushes between the fetch and the push.
     remote.push_from_outside("theirs.txt", "theirs\n", "theirs").await;
@@ -328,9 +303,7 @@ async fn a_push_rejected_because_the_remote_moved_is_rebased_and_retried() {
 
 #[tokio::test]
 async fn a_conflicting_push_is_aborted_with_its_paths_and_the_workspace_left_as_it_was() {
-    let remote = Remote::seeded().await;
-    let templates = templates(remote.bare.to_str().unwrap(), "");
-    let app = spawn(&templates, |_| {}).await;
+    let (remote, _templates, app) = with_repository("", |_| {}).await;
     let first = create(&app, "first").await;
     let second = create(&app, "second").await;
     assert_eq!(sh(&app, &first, "echo first > README.md").await.0, 0);
@@ -363,9 +336,7 @@ async fn a_conflicting_push_is_aborted_with_its_paths_and_the_workspace_left_as_
 
 #[tokio::test]
 async fn a_pull_rebases_onto_the_remote_branch() {
-    let remote = Remote::seeded().await;
-    let templates = templates(remote.bare.to_str().unwrap(), "");
-    let app = spawn(&templates, |_| {}).await;
+    let (remote, _templates, app) = with_repository("", |_| {}).await;
     let id = create(&app, "agent").await;
     assert_eq!(sh(&app, &id, "echo local > local.txt && git add . && git -c user.name=A -c user.email=a@x commit -qm local").await.0, 0);
     remote.push_from_outside("remote.txt", "remote\n", "remote change").await;
@@ -390,9 +361,7 @@ async fn a_pull_rebases_onto_the_remote_branch() {
 
 #[tokio::test]
 async fn creation_clones_onto_an_agent_branch_and_a_failed_clone_fails_the_create() {
-    let remote = Remote::seeded().await;
-    let templates = templates(remote.bare.to_str().unwrap(), "agent_branch = true");
-    let app = spawn(&templates, |_| {}).await;
+    let (remote, _templates, app) = with_repository("agent_branch = true", |_| {}).await;
     let id = create(&app, "agent").await;
     let status = app
         .sync(Some(&app.owner_key))
@@ -437,9 +406,7 @@ async fn creation_clones_onto_an_agent_branch_and_a_failed_clone_fails_the_creat
 
 #[tokio::test]
 async fn pushes_need_a_template_repository_and_valid_fields() {
-    let remote = Remote::seeded().await;
-    let templates = templates(remote.bare.to_str().unwrap(), "");
-    let app = spawn(&templates, |_| {}).await;
+    let (remote, _templates, app) = with_repository("", |_| {}).await;
     let id = create(&app, "agent").await;
     let bad = GitPushRequest {
         sandbox_id: id.clone(),

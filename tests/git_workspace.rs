@@ -4,28 +4,8 @@
 mod common;
 
 use common::{TestApp, error_reason};
-use sandboxd::proto::{
-    CreateSandboxRequest, ExecRequest, GitChangeType, GitDiffRequest, GitStatusRequest,
-    exec_response::Output,
-};
-use tokio_stream::StreamExt;
+use sandboxd::proto::{CreateSandboxRequest, GitChangeType, GitDiffRequest, GitStatusRequest};
 use tonic::Code;
-
-async fn sh(app: &TestApp, id: &str, script: &str) -> i32 {
-    let request = ExecRequest {
-        sandbox_id: id.into(),
-        command: vec!["sh".into(), "-c".into(), script.into()],
-        ..Default::default()
-    };
-    let mut stream = app.owner().exec(request).await.unwrap().into_inner();
-    let mut code = -1;
-    while let Some(message) = stream.next().await {
-        if let Output::Exit(exit) = message.unwrap().output.unwrap() {
-            code = exit.exit_code;
-        }
-    }
-    code
-}
 
 #[tokio::test]
 async fn status_and_diff_report_the_workspace_repository() {
@@ -42,7 +22,7 @@ async fn status_and_diff_report_the_workspace_repository() {
     let setup = "git init -q -b main && git config user.email a@example.com && git config user.name A \
         && echo one > a.txt && echo gone > old.txt && git add . && git commit -qm init \
         && echo two >> a.txt && echo fresh > 'new file.txt' && git mv old.txt moved.txt";
-    assert_eq!(sh(&app, &id, setup).await, 0);
+    assert_eq!(common::sh(&app, &id, setup).await.0, 0);
     let status =
         sync().git_status(GitStatusRequest { sandbox_id: id.clone() }).await.unwrap().into_inner();
     assert_eq!(status.branch, "main");

@@ -462,6 +462,26 @@ pub fn templates_with(edit: impl Fn(&str, String) -> String) -> tempfile::TempDi
     dir
 }
 
+/// Runs a shell script in a sandbox through Exec; its exit code and stdout.
+pub async fn sh(app: &TestApp, id: &str, script: &str) -> (i32, String) {
+    use tokio_stream::StreamExt;
+    let request = sandboxd::proto::ExecRequest {
+        sandbox_id: id.into(),
+        command: vec!["sh".into(), "-c".into(), script.into()],
+        ..Default::default()
+    };
+    let mut stream = app.owner().exec(request).await.unwrap().into_inner();
+    let (mut code, mut stdout) = (-1, Vec::new());
+    while let Some(message) = stream.next().await {
+        match message.unwrap().output.unwrap() {
+            sandboxd::proto::exec_response::Output::Exit(exit) => code = exit.exit_code,
+            sandboxd::proto::exec_response::Output::StdoutChunk(chunk) => stdout.extend(chunk),
+            sandboxd::proto::exec_response::Output::StderrChunk(_) => {}
+        }
+    }
+    (code, String::from_utf8_lossy(&stdout).into_owned())
+}
+
 pub fn uuid_of(id: &str) -> uuid::Uuid {
     uuid::Uuid::parse_str(id).unwrap()
 }
