@@ -12,7 +12,8 @@ use std::{
 
 use common::{TestApp, error_reason, sh, templates_with};
 use sandboxd::proto::{
-    CreateSandboxRequest, GitPullRequest, GitPushRequest, GitPushResponse, GitStatusRequest,
+    CreateSandboxRequest, GitDiffRequest, GitPullRequest, GitPushRequest, GitPushResponse,
+    GitStatusRequest,
 };
 use tonic::Code;
 
@@ -346,6 +347,11 @@ async fn a_pull_rebases_onto_the_remote_branch() {
     assert!(pulled.updated);
     let (_, out) = sh(&app, &id, "git log --format=%s && cat remote.txt").await;
     assert_eq!(out, "local\nremote change\ninitial\nremote\n");
+    // GitDiff against a ref: the local commit beside the remote branch.
+    let against =
+        GitDiffRequest { sandbox_id: id.clone(), base: "origin/main".into(), ..Default::default() };
+    let diff = app.sync(Some(&app.owner_key)).git_diff(against).await.unwrap().into_inner().diff;
+    assert!(diff.contains("+++ b/local.txt") && !diff.contains("remote.txt"), "{diff}");
     let again = app.sync(Some(&app.owner_key)).git_pull(pull).await.unwrap().into_inner();
     assert_eq!((again.updated, again.commit), (false, pulled.commit));
 

@@ -12,7 +12,7 @@ use crate::{
     error::FieldViolation,
     git::status::{Change, FileChange},
     proto,
-    sandbox::{git_remote::PushSpec, validate},
+    sandbox::{git::DiffSpec, git_remote::PushSpec, validate},
     template::is_branch_name,
 };
 
@@ -94,7 +94,12 @@ pub async fn pull(
     }))
 }
 
-/// An empty branch (the current one) or a plain branch name.
+fn diff_spec(request: &proto::GitDiffRequest) -> DiffSpec {
+    DiffSpec { staged: request.staged, base: request.base.clone(), paths: request.paths.clone() }
+}
+
+/// An empty branch (the current one) or a plain branch name (also accepted for refs to diff
+/// against: `HEAD`, `origin/main`, a commit id).
 fn check_branch(field: &str, branch: &str, violations: &mut Vec<FieldViolation>) {
     if !branch.is_empty() && !is_branch_name(branch) {
         violations.push(FieldViolation::new(
@@ -129,7 +134,8 @@ pub async fn diff(
     let principal = app.principal(&request).await?;
     let request = request.into_inner();
     let id = requests::sandbox_id(&request.sandbox_id)?;
-    let violations = validate::check_relative_paths("paths", &request.paths);
+    let mut violations = validate::check_relative_paths("paths", &request.paths);
+    check_branch("base", &request.base, &mut violations);
     violations_to_result((), violations)?;
     let limit = app
         .config
@@ -138,7 +144,7 @@ pub async fn diff(
         .saturating_sub(DIFF_MESSAGE_OVERHEAD)
         .min(app.config.runtime.max_output_bytes);
     let (mut diff, cut) =
-        app.sandboxes.git_diff(&principal, id, request.staged, &request.paths, limit).await?;
+        app.sandboxes.git_diff(&principal, id, &diff_spec(&request), limit).await?;
     if cut {
         // Whole characters only, then the marker.
         while !diff.is_empty() && diff.len() + 64 > limit {

@@ -37,12 +37,15 @@ pub enum GitCommand {
     },
     /// Branch, ahead/behind and changed files.
     Status { sandbox: String },
-    /// The unified diff of unstaged (or, with --staged, staged) changes.
+    /// The unified diff of unstaged (or, with --staged, staged) changes, or of the work tree
+    /// against a commit or branch (--base origin/main).
     Diff {
         sandbox: String,
         paths: Vec<String>,
         #[arg(long)]
         staged: bool,
+        #[arg(long, default_value = "")]
+        base: String,
     },
 }
 
@@ -124,9 +127,9 @@ pub async fn run(connection: &Connection, command: GitCommand, json: bool) -> an
                 println!("{}{} {}", letter(file.staged()), letter(file.unstaged()), file.path);
             }
         }
-        GitCommand::Diff { sandbox, paths, staged } => {
+        GitCommand::Diff { sandbox, paths, staged, base } => {
             let sandbox_id = id_of(control, &sandbox).await?;
-            let request = GitDiffRequest { sandbox_id, staged, paths };
+            let request = GitDiffRequest { sandbox_id, staged, paths, base };
             print!("{}", client.git_diff(request).await?.into_inner().diff);
         }
     }

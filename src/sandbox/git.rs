@@ -32,16 +32,19 @@ impl SandboxManager {
         &self,
         principal: &Principal,
         id: SandboxId,
-        staged: bool,
-        paths: &[String],
+        spec: &DiffSpec,
         limit: usize,
     ) -> Result<(String, bool)> {
         let (sandbox, template) = self.running_with_runtime(principal, id).await?;
         let mut args = vec!["diff", "--no-color", "--no-ext-diff"];
-        if staged {
+        if spec.staged {
             args.push("--cached");
         }
-        let outcome = self.git(&sandbox, &template, &args, paths, limit).await?;
+        if !spec.base.is_empty() {
+            // Validated as a plain ref name: never an option.
+            args.push(&spec.base);
+        }
+        let outcome = self.git(&sandbox, &template, &args, &spec.paths, limit).await?;
         let cut = String::from_utf8_lossy(&outcome.stderr).contains("[sandboxd: output cut");
         Ok((String::from_utf8_lossy(&outcome.stdout).into_owned(), cut))
     }
@@ -88,6 +91,16 @@ impl SandboxManager {
         };
         self.run_collected(sandbox.id, template, spec).await
     }
+}
+
+/// What GitDiff compares.
+#[derive(Debug, Clone, Default)]
+pub struct DiffSpec {
+    /// The index (instead of the work tree) against `base` or `HEAD`.
+    pub staged: bool,
+    /// A ref to compare against; empty: the index (or `HEAD` when staged).
+    pub base: String,
+    pub paths: Vec<String>,
 }
 
 /// One git run inside a sandbox.
