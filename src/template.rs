@@ -359,6 +359,22 @@ mod tests {
     }
 
     #[test]
+    fn git_sources_refuse_credentials_in_urls_and_odd_branches() {
+        let source = |repository: &str, branch: &str| GitSource {
+            repository: repository.into(),
+            branch: branch.into(),
+            agent_branch: false,
+        };
+        assert!(source("https://git.example.com/a.git", "main").check().is_ok());
+        assert!(source("/srv/git/a.git", "release/1.0").check().is_ok());
+        assert!(source("https://user:token@git.example.com/a.git", "main").check().is_err());
+        assert!(source("relative/path", "main").check().is_err());
+        for branch in ["-x", "a..b", "a b", "", "a/", ".hidden", "x.lock", "a//b"] {
+            assert!(!is_branch_name(branch), "{branch:?}");
+        }
+    }
+
+    #[test]
     fn a_bad_file_is_named_in_the_error() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("broken.toml"), "name = \"Not Valid\"").unwrap();

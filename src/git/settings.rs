@@ -116,3 +116,47 @@ impl GitCredential {
         Secret::new(std::env::var(&self.password_env).unwrap_or_default())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn credential(prefix: &str, password: &str) -> GitCredential {
+        GitCredential {
+            url_prefix: prefix.into(),
+            username: "bot".into(),
+            password: Secret::new(password),
+            password_env: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_longest_matching_prefix_wins_and_passwords_never_print() {
+        let settings = GitSettings {
+            credentials: vec![
+                credential("https://git.example.com/", "general-secret"),
+                credential("https://git.example.com/team/", "team-secret"),
+            ],
+            ..GitSettings::default()
+        };
+        let team = settings.credential_for("https://git.example.com/team/app.git").unwrap();
+        assert_eq!(team.password().expose(), "team-secret");
+        let other = settings.credential_for("https://git.example.com/other.git").unwrap();
+        assert_eq!(other.password().expose(), "general-secret");
+        assert!(settings.credential_for("https://elsewhere.example.com/x.git").is_none());
+        let printed = format!("{settings:?}");
+        assert!(
+            !printed.contains("team-secret") && !printed.contains("general-secret"),
+            "{printed}"
+        );
+    }
+
+    #[test]
+    fn a_credential_needs_a_password_source() {
+        let settings = GitSettings {
+            credentials: vec![credential("https://x/", "")],
+            ..GitSettings::default()
+        };
+        assert_eq!(settings.problems(), ["git.credentials[0] needs password or password_env"]);
+    }
+}
