@@ -27,6 +27,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     pub files: crate::workspace::files::FileLimits,
     pub sync: crate::workspace::sync::SyncSettings,
+    /// `sandboxd route-events` only.
+    pub router: crate::router::RouterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

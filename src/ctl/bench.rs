@@ -34,6 +34,8 @@ pub enum BenchCommand {
     Exec(super::bench_exec::ExecArgs),
     /// Lock acquire + release cycles through gRPC and the library, distinct keys and one hot key.
     Locks(super::bench_locks::LocksArgs),
+    /// The event router over NATS JetStream beside a plain consume-and-republish loop.
+    Router(super::bench_router::RouterArgs),
 }
 
 #[derive(Args)]
@@ -64,6 +66,7 @@ pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> 
         BenchCommand::Listing(args) => super::bench_listing::run(connection, args, json).await,
         BenchCommand::Exec(args) => super::bench_exec::run(connection, args, json).await,
         BenchCommand::Locks(args) => super::bench_locks::run(connection, args, json).await,
+        BenchCommand::Router(args) => super::bench_router::run(connection, args, json).await,
     }
 }
 
