@@ -21,6 +21,7 @@ use sandboxd::{
     router::{self, RouterConfig},
     server::{self, RunningServer},
 };
+use tokio_util::sync::CancellationToken;
 use tonic_health::pb::health_check_response::ServingStatus;
 
 const ROUTED: &str = "81384788765712384";
@@ -101,7 +102,10 @@ async fn time_until_routed(streams: &Streams, guild: &str, want: &str, prefix: &
     let first = published.iter().position(|(id, _)| landed.contains(id) || in_target.contains(id));
     let first = first.expect("a probe landed");
     for (id, _) in &published[first..] {
-        assert!(in_target.contains(id), "{id} was published after the switch but not sent to {want}");
+        assert!(
+            in_target.contains(id),
+            "{id} was published after the switch but not sent to {want}"
+        );
     }
     for (id, _) in &published {
         assert_eq!(arrivals.get(id), Some(&1), "{id} arrived once");
@@ -224,15 +228,28 @@ async fn restart_sandboxd(app: &TestApp) -> RunningServer {
     server
 }
 
-/// Publishes `count` events alternating between `ROUTED` and `OTHER` (ids `e<n>`), paced.
-fn publish_in_background(streams: Arc<Streams>, count: usize) -> tokio::task::JoinHandle<()> {
+/// Publishes events alternating between `ROUTED` and `OTHER` (ids `e<n>`), paced, until
+/// `stop`; returns how many it published.
+fn publish_until(streams: Arc<Streams>, stop: CancellationToken) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
-        for n in 0..count {
+        let mut n = 0;
+        while !stop.is_cancelled() {
             let guild = if n % 2 == 0 { ROUTED } else { OTHER };
             streams.publish("MESSAGE_CREATE", event(guild, n), &format!("e{n}")).await;
+            n += 1;
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
+        n
     })
+}
+
+/// Waits until `more` events beyond `now` were routed (counted at the destinations).
+async fn wait_for_more(streams: &Streams, more: u64) {
+    let now = streams.count("SBX").await + streams.count("PROD").await;
+    eventually("more events routed", Duration::from_secs(20), || async {
+        streams.count("SBX").await + streams.count("PROD").await >= now + more
+    })
+    .await;
 }
 
 /// Every `e<n>` arrived exactly once (after JetStream's deduplication), routed by its guild.
@@ -258,19 +275,27 @@ async fn no_event_is_lost_when_sandboxd_restarts_mid_stream() {
     let streams = Arc::new(Streams::create().await);
     let (sandbox, key) = routed_sandbox(&app).await;
     let router = router::start(router_config(&app, &streams, &key)).await.unwrap();
-    let publisher = publish_in_background(streams.clone(), 300);
-    eventually("the first events routed", Duration::from_secs(10), || async {
-        router.stats.counts().routed() >= 30
-    })
-    .await;
+    let stop = CancellationToken::new();
+    let publisher = publish_until(streams.clone(), stop.clone());
+    wait_for_more(&streams, 30).await;
     app.take_server().shutdown().await.unwrap();
+    // Events published while sandboxd is down are routed from the cache.
+    wait_for_more(&streams, 30).await;
     let server = restart_sandboxd(&app).await;
-    assert!(router.stats.counts().routed() < 300, "sandboxd restarted mid-stream");
     // The resumed watch delivers changes made on the new server.
     app.routing(Some(&app.owner_key)).register_guild(register(LATER, &sandbox)).await.unwrap();
     time_until_routed(&streams, LATER, "SBX", "later").await;
-    publisher.await.unwrap();
-    check_every_event_once(&streams, 300).await;
+    wait_for_more(&streams, 30).await;
+    stop.cancel();
+    let published = publisher.await.unwrap();
+    check_every_event_once(&streams, published).await;
+    let order: Vec<usize> = streams
+        .stored("SBX")
+        .await
+        .iter()
+        .filter_map(|m| m.message_id.strip_prefix('e')?.parse().ok())
+        .collect();
+    assert!(order.windows(2).all(|w| w[0] < w[1]), "a guild's events keep their order");
     assert!(!router.stats.is_paused());
     router.shutdown().await.unwrap();
     server.shutdown().await.unwrap();
@@ -301,18 +326,16 @@ async fn no_event_is_lost_when_the_router_is_killed_mid_stream() {
     let streams = Arc::new(Streams::create().await);
     let (_sandbox, key) = routed_sandbox(&app).await;
     let mut process = router_process(&app, &streams, &key);
-    let publisher = publish_in_background(streams.clone(), 300);
-    eventually("the first events routed", Duration::from_secs(20), || async {
-        streams.count("SBX").await + streams.count("PROD").await >= 40
-    })
-    .await;
+    let stop = CancellationToken::new();
+    let publisher = publish_until(streams.clone(), stop.clone());
+    wait_for_more(&streams, 40).await;
     process.start_kill().expect("SIGKILL to the router");
     process.wait().await.unwrap();
-    let at_kill = streams.count("SBX").await + streams.count("PROD").await;
-    assert!(at_kill < 300, "the router was killed mid-stream ({at_kill} routed)");
     let mut restarted = router_process(&app, &streams, &key);
-    publisher.await.unwrap();
-    check_every_event_once(&streams, 300).await;
+    wait_for_more(&streams, 40).await;
+    stop.cancel();
+    let published = publisher.await.unwrap();
+    check_every_event_once(&streams, published).await;
     restarted.start_kill().unwrap();
     restarted.wait().await.unwrap();
 }
@@ -348,9 +371,11 @@ async fn consumption_pauses_while_the_route_watch_is_broken_past_the_bound() {
     assert_eq!(streams.count("SBX").await + streams.count("PROD").await, 1);
 
     let server = restart_sandboxd(&app).await;
-    eventually("the held event routed after the watch resumed", Duration::from_secs(15), || async {
-        streams.count("SBX").await == 2
-    })
+    eventually(
+        "the held event routed after the watch resumed",
+        Duration::from_secs(15),
+        || async { streams.count("SBX").await == 2 },
+    )
     .await;
     let held = streams.stored("SBX").await.pop().unwrap();
     assert_eq!(
@@ -366,7 +391,8 @@ async fn consumption_pauses_while_the_route_watch_is_broken_past_the_bound() {
 async fn a_router_whose_key_is_refused_stops_with_the_reason() {
     let app = TestApp::spawn().await;
     let streams = Streams::create().await;
-    let config = router_config(&app, &streams, "sbx_0000000000000000000000000000000000000000000000bad");
+    let config =
+        router_config(&app, &streams, "sbx_0000000000000000000000000000000000000000000000bad");
     let router = router::start(config).await.unwrap();
     let error = tokio::time::timeout(Duration::from_secs(15), router.wait())
         .await

@@ -125,9 +125,8 @@ async fn preload(js: &Context, subject: &str, count: usize, guilds: u64) -> anyh
     let mut acks = FuturesUnordered::new();
     for n in 0..count {
         let guild = rng.random_range(1..=guilds);
-        let message = PublishMessage::build()
-            .payload(payload(n, guild).into())
-            .message_id(format!("tp-{n}"));
+        let message =
+            PublishMessage::build().payload(payload(n, guild).into()).message_id(format!("tp-{n}"));
         acks.push(js.send_publish(subject.to_string(), message).await?.into_future());
         if acks.len() >= 1024 {
             acks.next().await.context("an ack")??;
@@ -142,7 +141,8 @@ async fn preload(js: &Context, subject: &str, count: usize, guilds: u64) -> anyh
 /// CPU seconds this process used so far (utime + stime from /proc/self/stat).
 fn cpu_seconds() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else { return 0.0 };
-    let fields: Vec<&str> = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
+    let fields: Vec<&str> =
+        stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("").split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // Fields 14 and 15 of stat(5), counted after the ")" that ends the command name.
     (ticks(11) + ticks(12)) / 100.0
@@ -153,14 +153,23 @@ struct Throughput {
     cpu_seconds: f64,
 }
 
-async fn throughput(bench: &Bench, side: Side, round: usize, events: usize) -> anyhow::Result<Throughput> {
+async fn throughput(
+    bench: &Bench,
+    side: Side,
+    round: usize,
+    events: usize,
+) -> anyhow::Result<Throughput> {
     bench.fresh_destinations().await?;
     let config = bench.config("TP", "tp", format!("{}-{round}", side_name(side)));
     let cpu = cpu_seconds();
     let started = Instant::now();
     let running = sides::start(side, &bench.js, config).await?;
     while running.done() < events as u64 {
-        anyhow::ensure!(started.elapsed() < Duration::from_secs(600), "{} did not finish within 600 s", side.label());
+        anyhow::ensure!(
+            started.elapsed() < Duration::from_secs(600),
+            "{} did not finish within 600 s",
+            side.label()
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let seconds = started.elapsed().as_secs_f64();
@@ -177,7 +186,12 @@ fn side_name(side: Side) -> &'static str {
 }
 
 /// Publish → arrival of single events at the side's destination, sorted.
-async fn latency(bench: &Bench, side: Side, count: usize, guilds: u64) -> anyhow::Result<Vec<Duration>> {
+async fn latency(
+    bench: &Bench,
+    side: Side,
+    count: usize,
+    guilds: u64,
+) -> anyhow::Result<Vec<Duration>> {
     bench.fresh_stream("LAT", format!("{}.lat.>", bench.ns)).await?;
     bench.fresh_destinations().await?;
     let client = bench.js.client();
@@ -188,13 +202,20 @@ async fn latency(bench: &Bench, side: Side, count: usize, guilds: u64) -> anyhow
         client.subscribe(format!("{PLAIN_PREFIX}{ns}.>")).await?,
     ]);
     client.flush().await?;
-    let running = sides::start(side, &bench.js, bench.config("LAT", "lat", format!("{}-lat", side_name(side)))).await?;
+    let running = sides::start(
+        side,
+        &bench.js,
+        bench.config("LAT", "lat", format!("{}-lat", side_name(side))),
+    )
+    .await?;
     let subject = format!("{ns}.lat.discord.events.MESSAGE_CREATE");
     let mut rng = rand::rng();
     let mut samples = Vec::with_capacity(count);
     for n in 0..count + 50 {
         let guild = rng.random_range(1..=guilds);
-        let message = PublishMessage::build().payload(payload(n, guild).into()).message_id(format!("lat-{n}"));
+        let message = PublishMessage::build()
+            .payload(payload(n, guild).into())
+            .message_id(format!("lat-{n}"));
         let sent = Instant::now();
         let ack = bench.js.send_publish(subject.clone(), message).await?;
         let arrived = tokio::time::timeout(Duration::from_secs(30), arrivals.next())
@@ -203,8 +224,15 @@ async fn latency(bench: &Bench, side: Side, count: usize, guilds: u64) -> anyhow
             .context("the subscription ended")?;
         let elapsed = sent.elapsed();
         ack.await?;
-        let id = arrived.headers.as_ref().and_then(|h| h.get("Nats-Msg-Id")).map(|v| v.as_str().to_string());
-        anyhow::ensure!(id.as_deref() == Some(format!("lat-{n}").as_str()), "unexpected arrival {id:?}");
+        let id = arrived
+            .headers
+            .as_ref()
+            .and_then(|h| h.get("Nats-Msg-Id"))
+            .map(|v| v.as_str().to_string());
+        anyhow::ensure!(
+            id.as_deref() == Some(format!("lat-{n}").as_str()),
+            "unexpected arrival {id:?}"
+        );
         if n >= 50 {
             samples.push(elapsed);
         }
@@ -215,23 +243,32 @@ async fn latency(bench: &Bench, side: Side, count: usize, guilds: u64) -> anyhow
 }
 
 pub async fn run(connection: &Connection, args: RouterArgs, json: bool) -> anyhow::Result<()> {
-    anyhow::ensure!(args.routed <= args.guilds && args.guilds > 0, "--routed must be at most --guilds");
+    anyhow::ensure!(
+        args.routed <= args.guilds && args.guilds > 0,
+        "--routed must be at most --guilds"
+    );
     let storage = match args.storage.as_str() {
         "file" => StorageType::File,
         "memory" => StorageType::Memory,
         other => anyhow::bail!("--storage {other:?}: file or memory"),
     };
-    let client = async_nats::connect(&args.nats).await.with_context(|| format!("connecting to NATS at {}", args.nats))?;
+    let client = async_nats::connect(&args.nats)
+        .await
+        .with_context(|| format!("connecting to NATS at {}", args.nats))?;
     let js = jetstream::new(client);
     let sandbox = connection
         .control()
-        .create_sandbox(CreateSandboxRequest { template: "discord-guild".into(), ..Default::default() })
+        .create_sandbox(CreateSandboxRequest {
+            template: "discord-guild".into(),
+            ..Default::default()
+        })
         .await?
         .into_inner()
         .sandbox_id;
     let mut routing = connection.routing();
     for guild in 1..=args.routed {
-        let request = RegisterGuildRequest { guild_id: guild.to_string(), sandbox_id: sandbox.clone() };
+        let request =
+            RegisterGuildRequest { guild_id: guild.to_string(), sandbox_id: sandbox.clone() };
         routing.register_guild(request).await?;
     }
     let ns = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
@@ -259,7 +296,8 @@ async fn measure(bench: &Bench, args: &RouterArgs, json: bool) -> anyhow::Result
     let mut totals = [(Side::Plain, 0.0, 0.0), (Side::Router, 0.0, 0.0)];
     let mut rounds = Vec::new();
     for round in 1..=args.rounds {
-        let order = if round % 2 == 1 { [Side::Plain, Side::Router] } else { [Side::Router, Side::Plain] };
+        let order =
+            if round % 2 == 1 { [Side::Plain, Side::Router] } else { [Side::Router, Side::Plain] };
         let mut rates = [0.0; 2];
         for side in order {
             let measured = throughput(bench, side, round, args.events).await?;
@@ -288,7 +326,8 @@ async fn measure(bench: &Bench, args: &RouterArgs, json: bool) -> anyhow::Result
     }
     let p50 = |i: usize| percentile_ms(&latencies[i], 0.50);
     let p99 = |i: usize| percentile_ms(&latencies[i], 0.99);
-    let mean = |i: usize| millis(latencies[i].iter().sum::<Duration>() / latencies[i].len().max(1) as u32);
+    let mean =
+        |i: usize| millis(latencies[i].iter().sum::<Duration>() / latencies[i].len().max(1) as u32);
     let ratio = router_rate / plain_rate;
     if json {
         println!(
@@ -316,7 +355,13 @@ async fn measure(bench: &Bench, args: &RouterArgs, json: bool) -> anyhow::Result
     );
     println!(
         "latency, {} events one at a time (publish → arrival): plain loop p50 {:.3} ms p99 {:.3} ms mean {:.3} ms; router p50 {:.3} ms p99 {:.3} ms mean {:.3} ms",
-        args.latency_events, p50(0), p99(0), mean(0), p50(1), p99(1), mean(1)
+        args.latency_events,
+        p50(0),
+        p99(0),
+        mean(0),
+        p50(1),
+        p99(1),
+        mean(1)
     );
     println!(
         "added latency per event: {:.0} µs at p50, {:.0} µs mean",

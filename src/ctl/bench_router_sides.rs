@@ -34,7 +34,11 @@ impl Side {
 pub(super) const PLAIN_PREFIX: &str = "base.";
 
 pub(super) enum Running {
-    Plain { done: Arc<AtomicU64>, shutdown: CancellationToken, task: JoinHandle<anyhow::Result<()>> },
+    Plain {
+        done: Arc<AtomicU64>,
+        shutdown: CancellationToken,
+        task: JoinHandle<anyhow::Result<()>>,
+    },
     Router(Box<RunningRouter>),
 }
 

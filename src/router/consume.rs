@@ -68,7 +68,9 @@ pub async fn bind(js: &jetstream::Context, config: &RouterConfig) -> anyhow::Res
             ..Default::default()
         })
         .await
-        .map_err(|error| anyhow::anyhow!("durable consumer {:?} on {name:?}: {error}", config.durable))?;
+        .map_err(|error| {
+            anyhow::anyhow!("durable consumer {:?} on {name:?}: {error}", config.durable)
+        })?;
     tracing::info!(stream = name, durable = config.durable, subject = config.subject, "consuming");
     Ok(consumer)
 }
@@ -111,7 +113,11 @@ impl ConsumeLoop {
                             in_flight.push(pending);
                         }
                     }
-                    Some(Err(error)) => tracing::warn!(%error, "pulling events"),
+                    Some(Err(error)) => {
+                        // Missed heartbeats, a reconnecting client: the stream goes on.
+                        tracing::warn!(%error, "pulling events");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                     None => {
                         tracing::warn!("the pull stream ended; pulling again");
                         messages = self.messages().await?;
@@ -171,8 +177,10 @@ impl ConsumeLoop {
                 (Target::DeadLetter, self.dead_letter_subject.clone())
             }
         };
-        let publish =
-            PublishMessage::build().payload(message.payload).headers(headers).message_id(message_id);
+        let publish = PublishMessage::build()
+            .payload(message.payload)
+            .headers(headers)
+            .message_id(message_id);
         match self.js.send_publish(destination, publish).await {
             Ok(ack) => Some(settle(ack, acker, target, self.stats.clone(), self.retry_delay)),
             Err(error) => {
@@ -220,7 +228,12 @@ fn message_id(message: &jetstream::Message) -> String {
     }
     match message.info() {
         Ok(info) => {
-            format!("{}:{}:{}", info.stream, info.stream_sequence, info.published.unix_timestamp_nanos())
+            format!(
+                "{}:{}:{}",
+                info.stream,
+                info.stream_sequence,
+                info.published.unix_timestamp_nanos()
+            )
         }
         // JetStream always sends the reply subject this is read from.
         Err(_) => uuid::Uuid::now_v7().to_string(),
@@ -231,7 +244,8 @@ fn message_id(message: &jetstream::Message) -> String {
 fn forwarded_headers(incoming: Option<&HeaderMap>) -> HeaderMap {
     let mut headers = HeaderMap::new();
     for (name, values) in incoming.into_iter().flat_map(HeaderMap::iter) {
-        if name.as_str().to_ascii_lowercase().starts_with(SOURCE_CONDITIONS) {
+        let name_text: &str = name.as_ref();
+        if name_text.to_ascii_lowercase().starts_with(SOURCE_CONDITIONS) {
             continue;
         }
         for value in values {

@@ -91,7 +91,12 @@ mod tests {
             (br#"{"d": {"guild_id": ["1"]}}"#, DeadLetterReason::MalformedGuildId),
             (br#"{"d": "1"}"#, DeadLetterReason::MissingGuildId),
         ] {
-            assert_eq!(field.guild_id(payload), Err(reason), "{}", String::from_utf8_lossy(payload));
+            assert_eq!(
+                field.guild_id(payload),
+                Err(reason),
+                "{}",
+                String::from_utf8_lossy(payload)
+            );
         }
     }
 }

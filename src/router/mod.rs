@@ -54,7 +54,8 @@ pub async fn start(config: RouterConfig) -> anyhow::Result<RunningRouter> {
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let js = async_nats::jetstream::new(nats.clone());
     let consumer = consume::bind(&js, &config).await?;
-    let client = watch::client(&config.sandboxd_addr, config.api_key.expose(), config.max_staleness)?;
+    let client =
+        watch::client(&config.sandboxd_addr, config.api_key.expose(), config.max_staleness)?;
 
     let cache = Arc::new(RouteCache::new(config.max_staleness));
     let stats = Arc::new(Stats::default());
@@ -90,7 +91,12 @@ pub async fn start(config: RouterConfig) -> anyhow::Result<RunningRouter> {
             result
         }
     });
-    tasks.spawn(stats::report(stats.clone(), cache.clone(), config.stats_interval, shutdown.clone()));
+    tasks.spawn(stats::report(
+        stats.clone(),
+        cache.clone(),
+        config.stats_interval,
+        shutdown.clone(),
+    ));
     tasks.close();
     Ok(RunningRouter { stats, cache, shutdown, tasks, consume, watch, nats })
 }

@@ -86,7 +86,10 @@ impl Watcher {
             if matches!(status.code(), Code::OutOfRange | Code::InvalidArgument)
                 && !self.resume_token.is_empty()
             {
-                tracing::warn!(message = status.message(), "cannot resume the route watch; taking a new snapshot");
+                tracing::warn!(
+                    message = status.message(),
+                    "cannot resume the route watch; taking a new snapshot"
+                );
                 self.resume_token.clear();
                 delay = FIRST_RETRY;
             } else {
@@ -134,7 +137,9 @@ impl Watcher {
             };
             match response.event {
                 Some(Event::Snapshot(batch)) => {
-                    snapshot.extend(batch.routes.iter().filter_map(parse_route).map(|(g, s)| (g.as_u64(), s)));
+                    snapshot.extend(
+                        batch.routes.iter().filter_map(parse_route).map(|(g, s)| (g.as_u64(), s)),
+                    );
                     if batch.last_batch {
                         self.cache.replace(std::mem::take(&mut snapshot));
                         tracing::info!(routes = self.cache.len(), "route snapshot loaded");
@@ -166,7 +171,11 @@ fn parse_route(route: &GuildRoute) -> Option<(GuildId, Uuid)> {
     let guild = GuildId::parse("guild_id", &route.guild_id).ok();
     let sandbox = Uuid::parse_str(&route.sandbox_id).ok();
     if guild.is_none() || sandbox.is_none() {
-        tracing::warn!(guild_id = route.guild_id, sandbox_id = route.sandbox_id, "ignoring a malformed route");
+        tracing::warn!(
+            guild_id = route.guild_id,
+            sandbox_id = route.sandbox_id,
+            "ignoring a malformed route"
+        );
     }
     Some((guild?, sandbox?))
 }
