@@ -93,7 +93,7 @@ impl ConsumeLoop {
         let mut messages = self.messages().await?;
         let mut in_flight = FuturesUnordered::new();
         loop {
-            if !self.cache.is_fresh() && !self.pause(&shutdown).await {
+            if !self.cache.is_fresh() && !self.pause(&mut in_flight, &shutdown).await {
                 break;
             }
             let full = in_flight.len() >= self.max_in_flight;
@@ -104,7 +104,7 @@ impl ConsumeLoop {
                 next = messages.next(), if !full => match next {
                     Some(Ok(message)) => {
                         // Never route on a cache that went stale while this event was fetched.
-                        if !self.cache.is_fresh() && !self.pause(&shutdown).await {
+                        if !self.cache.is_fresh() && !self.pause(&mut in_flight, &shutdown).await {
                             let (_, acker) = message.split();
                             let _ = acker.ack_with(AckKind::Nak(None)).await;
                             break;
@@ -139,8 +139,14 @@ impl ConsumeLoop {
             .map_err(|error| anyhow::anyhow!("pulling from the durable consumer: {error}"))
     }
 
-    /// Waits until the cache is fresh again; false when cancelled first.
-    async fn pause(&self, shutdown: &CancellationToken) -> bool {
+    /// Settles the republishes already on their way (their acks need no routes), then waits
+    /// until the cache is fresh again; false when cancelled first.
+    async fn pause<F: Future<Output = ()>>(
+        &self,
+        in_flight: &mut FuturesUnordered<F>,
+        shutdown: &CancellationToken,
+    ) -> bool {
+        while in_flight.next().await.is_some() {}
         self.stats.set_paused(true);
         match self.cache.age() {
             None => tracing::info!("waiting for the first route snapshot before consuming"),
