@@ -94,8 +94,7 @@ async fn plain_loop(
     done: Arc<AtomicU64>,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let batch = max_in_flight.clamp(16, 1024);
-    let mut messages = consumer.stream().max_messages_per_batch(batch).messages().await?;
+    let mut messages = consume::pull_stream(&consumer, max_in_flight).await?;
     let mut in_flight = FuturesUnordered::new();
     loop {
         let full = in_flight.len() >= max_in_flight;

@@ -130,13 +130,7 @@ impl ConsumeLoop {
     }
 
     async fn messages(&self) -> anyhow::Result<pull::Stream> {
-        let batch = self.max_in_flight.clamp(16, 1024);
-        self.consumer
-            .stream()
-            .max_messages_per_batch(batch)
-            .messages()
-            .await
-            .map_err(|error| anyhow::anyhow!("pulling from the durable consumer: {error}"))
+        pull_stream(&self.consumer, self.max_in_flight).await
     }
 
     /// Settles the republishes already on their way (their acks need no routes), then waits
@@ -197,6 +191,21 @@ impl ConsumeLoop {
             }
         }
     }
+}
+
+/// The consumer's messages, pulled in batches sized to the pipeline (shared with the
+/// benchmark's plain loop, so both pull alike).
+pub async fn pull_stream(
+    consumer: &PullConsumer,
+    max_in_flight: usize,
+) -> anyhow::Result<pull::Stream> {
+    let batch = max_in_flight.clamp(16, 1024);
+    consumer
+        .stream()
+        .max_messages_per_batch(batch)
+        .messages()
+        .await
+        .map_err(|error| anyhow::anyhow!("pulling from the durable consumer: {error}"))
 }
 
 /// Acks the original once the republish is stored; naks it for redelivery otherwise. A lost
