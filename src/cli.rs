@@ -1,4 +1,4 @@
-//! The `sandboxd` command line: serve, migrate, dev, keys.
+//! The `sandboxd` command line: serve, migrate, dev, route-events, keys.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -50,11 +50,56 @@ enum Command {
         #[arg(long, value_name = "ENV_FILE")]
         deps_only: Option<PathBuf>,
     },
+    /// Route Discord events from NATS JetStream to sandboxes or production (the `[router]`
+    /// config section; these flags override it).
+    RouteEvents(RouteEventsArgs),
     /// Manage API keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
+}
+
+/// Flags of `route-events`; the API key comes only from the config or `SANDBOXD_ROUTER__API_KEY`
+/// (a flag would show it in the process list).
+#[derive(clap::Args)]
+struct RouteEventsArgs {
+    /// sandboxd's gRPC address [default: http://127.0.0.1:50051].
+    #[arg(long)]
+    sandboxd: Option<String>,
+    /// NATS server [default: nats://127.0.0.1:4222].
+    #[arg(long)]
+    nats: Option<String>,
+    /// Subjects to consume [default: discord.events.>].
+    #[arg(long)]
+    subject: Option<String>,
+    /// JetStream stream [default: the one capturing --subject].
+    #[arg(long)]
+    stream: Option<String>,
+    /// Durable consumer name [default: sandboxd-router].
+    #[arg(long)]
+    durable: Option<String>,
+}
+
+impl RouteEventsArgs {
+    fn apply(self, config: &mut crate::router::RouterConfig) {
+        let RouteEventsArgs { sandboxd, nats, subject, stream, durable } = self;
+        if let Some(value) = sandboxd {
+            config.sandboxd_addr = value;
+        }
+        if let Some(value) = nats {
+            config.nats_url = crate::config::SecretUrl::new(value);
+        }
+        if let Some(value) = subject {
+            config.subject = value;
+        }
+        if let Some(value) = stream {
+            config.stream = value;
+        }
+        if let Some(value) = durable {
+            config.durable = value;
+        }
+    }
 }
 
 #[derive(Subcommand)]
@@ -132,6 +177,12 @@ async fn run_command(mut config: Config, command: Command) -> anyhow::Result<()>
             let given = dev::GivenDependencies::from_env();
             let dev_options = DevOptions { listen, data_dir, deps_only_env_file: deps_only };
             dev::run(config, given, dev_options).await
+        }
+        Command::RouteEvents(args) => {
+            args.apply(&mut config.router);
+            let router = crate::router::start(config.router).await?;
+            crate::cancel_on_signal(router.shutdown_token());
+            router.wait().await
         }
         Command::Keys { command } => keys(config, command).await,
     }

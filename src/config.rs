@@ -28,6 +28,8 @@ pub struct Config {
     pub files: crate::workspace::files::FileLimits,
     pub sync: crate::workspace::sync::SyncSettings,
     pub git: crate::git::settings::GitSettings,
+    /// `sandboxd route-events` only.
+    pub router: crate::router::RouterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

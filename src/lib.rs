@@ -21,6 +21,7 @@ pub mod pool;
 pub mod proto;
 mod readiness;
 pub mod reconcile;
+pub mod router;
 pub mod routing;
 pub mod runtime;
 pub mod sandbox;

@@ -41,3 +41,31 @@ ensure_cargo() {
     exit 1
   fi
 }
+
+# nats-server with JetStream, for the event router's tests and benchmark.
+ensure_nats_server() {
+  command -v nats-server >/dev/null 2>&1 || apt_install nats-server
+}
+
+# A free TCP port on 127.0.0.1 (asked of the kernel).
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Starts a throwaway `nats-server -js` on 127.0.0.1:$1 storing under $2, logging to $2/nats.log;
+# sets nats_pid and waits until it accepts connections.
+start_nats_server() {
+  local port=$1 dir=$2
+  mkdir -p "$dir"
+  nats-server -js -a 127.0.0.1 -p "$port" -sd "$dir/jetstream" >"$dir/nats.log" 2>&1 &
+  nats_pid=$!
+  local _
+  for _ in $(seq 1 100); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then return 0; fi
+    kill -0 "$nats_pid" 2>/dev/null || break
+    sleep 0.1
+  done
+  cat "$dir/nats.log" >&2
+  echo "error: nats-server did not start on 127.0.0.1:$port" >&2
+  exit 1
+}

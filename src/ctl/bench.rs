@@ -36,6 +36,8 @@ pub enum BenchCommand {
     Locks(super::bench_locks::LocksArgs),
     /// Many sandboxes pushing to a few repositories at once (the GitPush load run).
     Git(super::bench_git::GitArgs),
+    /// The event router over NATS JetStream beside a plain consume-and-republish loop.
+    Router(super::bench_router::RouterArgs),
 }
 
 #[derive(Args)]
@@ -67,6 +69,7 @@ pub async fn run(connection: &Connection, command: BenchCommand, json: bool) -> 
         BenchCommand::Exec(args) => super::bench_exec::run(connection, args, json).await,
         BenchCommand::Locks(args) => super::bench_locks::run(connection, args, json).await,
         BenchCommand::Git(args) => super::bench_git::run(connection, args, json).await,
+        BenchCommand::Router(args) => super::bench_router::run(connection, args, json).await,
     }
 }
 

@@ -9,6 +9,8 @@ mod bench_listing;
 mod bench_locks;
 mod bench_pool;
 mod bench_resolve;
+mod bench_router;
+mod bench_router_sides;
 mod bench_sync;
 mod exec;
 mod git;
@@ -107,6 +109,19 @@ enum Command {
 #[derive(Clone)]
 pub(crate) struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
 
+impl Bearer {
+    /// `authorization: Bearer <key>` on every call, or nothing without a key.
+    pub(crate) fn new(api_key: Option<&str>) -> anyhow::Result<Bearer> {
+        let value = match api_key {
+            Some(key) => {
+                Some(format!("Bearer {key}").parse().context("the API key is not valid ASCII")?)
+            }
+            None => None,
+        };
+        Ok(Bearer(value))
+    }
+}
+
 impl Interceptor for Bearer {
     fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
         if let Some(value) = &self.0 {
@@ -123,11 +138,22 @@ pub(crate) struct Connection {
     endpoint: Endpoint,
     channel: Channel,
     bearer: Bearer,
+    /// For clients that open their own connections (the router benchmark runs a router).
+    addr: String,
+    api_key: crate::config::Secret,
 }
 
 impl Connection {
     pub(crate) fn control(&self) -> Client {
         SandboxControlClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn addr(&self) -> &str {
+        &self.addr
+    }
+
+    pub(crate) fn api_key(&self) -> &crate::config::Secret {
+        &self.api_key
     }
 
     pub(crate) fn bearer(&self) -> Bearer {
@@ -170,13 +196,9 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
         .connect()
         .await
         .with_context(|| format!("cannot connect to sandboxd at {}", cli.addr))?;
-    let bearer = match &cli.api_key {
-        Some(key) => {
-            Some(format!("Bearer {key}").parse().context("the API key is not valid ASCII")?)
-        }
-        None => None,
-    };
-    Ok(Connection { endpoint, channel, bearer: Bearer(bearer) })
+    let bearer = Bearer::new(cli.api_key.as_deref())?;
+    let api_key = crate::config::Secret::new(cli.api_key.clone().unwrap_or_default());
+    Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), api_key })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

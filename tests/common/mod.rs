@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod gate;
+pub mod nats;
 pub mod redis_cluster;
 pub mod s3_servers;
 
