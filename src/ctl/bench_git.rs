@@ -7,6 +7,7 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
+use tonic::Code;
 use serde_json::json;
 
 use super::{
@@ -31,12 +32,25 @@ pub struct GitArgs {
     duration: Duration,
 }
 
-/// One push of the run.
+/// One GitPush request of the run.
 struct Push {
     elapsed: Duration,
     lock_wait: Duration,
     result: Result<(), String>,
 }
+
+/// What one agent did.
+#[derive(Default)]
+struct Agent {
+    pushes: Vec<Push>,
+    /// Commits made (one per round; a push that fails still committed).
+    commits: usize,
+    /// Commits that a successful push carried to the remote.
+    landed: usize,
+}
+
+/// How long after the run an agent keeps retrying its last unpushed commits.
+const DRAIN: Duration = Duration::from_secs(90);
 
 pub async fn run(connection: &Connection, args: GitArgs, json_out: bool) -> anyhow::Result<()> {
     let mut control = connection.control();
@@ -49,89 +63,97 @@ pub async fn run(connection: &Connection, args: GitArgs, json_out: bool) -> anyh
     }
     eprintln!("created {} sandboxes in {:.1} s", ids.len(), create_started.elapsed().as_secs_f64());
     let deadline = Instant::now() + args.duration;
-    let agents =
-        ids.iter().enumerate().map(|(agent, id)| agent_loop(connection, agent, id, deadline));
-    let pushes: Vec<Push> = futures::future::join_all(agents).await.into_iter().flatten().collect();
+    let agents = ids.iter().enumerate().map(|(agent, id)| agent_loop(connection, agent, id, deadline));
+    let agents: Vec<Agent> = futures::future::join_all(agents).await;
     for sandbox_id in ids {
         let request = DestroySandboxRequest { sandbox_id, ..Default::default() };
         control.destroy_sandbox(request).await?;
     }
-    report(&args, &pushes, json_out);
+    report(&args, &agents, json_out);
     Ok(())
 }
 
-async fn agent_loop(
-    connection: &Connection,
-    agent: usize,
-    id: &str,
-    deadline: Instant,
-) -> Vec<Push> {
+/// Until the deadline: write a file, push it with a message. A push that fails with a
+/// retryable code (ABORTED: lock wait over; UNAVAILABLE) is retried without a new commit, as an
+/// agent would, until it lands (also after the deadline, for up to `DRAIN`).
+async fn agent_loop(connection: &Connection, agent: usize, id: &str, deadline: Instant) -> Agent {
     let mut sync = connection.sync();
-    let mut pushes = Vec::new();
+    let mut report = Agent::default();
+    let mut pending = 0;
     let mut round = 0;
-    while Instant::now() < deadline {
-        round += 1;
-        let path = format!("agent-{agent}/change-{round}.txt");
-        let header = WriteFileHeader { sandbox_id: id.to_string(), path };
-        let messages = [
-            WriteFileRequest { content: Some(Content::Header(header)) },
-            WriteFileRequest {
-                content: Some(Content::Chunk(format!("{agent} {round}\n").into_bytes())),
-            },
-        ];
-        if let Err(status) = sync.write_file(futures::stream::iter(messages)).await {
-            pushes.push(Push {
-                elapsed: Duration::ZERO,
-                lock_wait: Duration::ZERO,
-                result: Err(status.code().to_string()),
-            });
-            continue;
+    loop {
+        let now = Instant::now();
+        let retrying = pending > 0;
+        if (!retrying && now >= deadline) || now >= deadline + DRAIN {
+            return report;
         }
-        let request = GitPushRequest {
-            sandbox_id: id.to_string(),
-            message: format!("agent {agent} change {round}"),
-            ..Default::default()
+        let message = if retrying {
+            String::new()
+        } else {
+            round += 1;
+            let path = format!("agent-{agent}/change-{round}.txt");
+            let header = WriteFileHeader { sandbox_id: id.to_string(), path };
+            let messages = [
+                WriteFileRequest { content: Some(Content::Header(header)) },
+                WriteFileRequest { content: Some(Content::Chunk(format!("{agent} {round}\n").into_bytes())) },
+            ];
+            if let Err(status) = sync.write_file(futures::stream::iter(messages)).await {
+                let result = Err(format!("WriteFile {:?}", status.code()));
+                report.pushes.push(Push { elapsed: Duration::ZERO, lock_wait: Duration::ZERO, result });
+                continue;
+            }
+            report.commits += 1;
+            pending += 1;
+            format!("agent {agent} change {round}")
         };
+        let request = GitPushRequest { sandbox_id: id.to_string(), message, ..Default::default() };
         let started = Instant::now();
         let outcome = sync.git_push(request).await;
         let elapsed = started.elapsed();
-        pushes.push(match outcome {
+        report.pushes.push(match outcome {
             Ok(response) => {
                 let response = response.into_inner();
                 let wait = response.lock_wait.unwrap_or_default();
                 let lock_wait = Duration::new(wait.seconds.max(0) as u64, wait.nanos.max(0) as u32);
-                let result = if response.pushed { Ok(()) } else { Err("not pushed".into()) };
-                Push { elapsed, lock_wait, result }
+                report.landed += std::mem::take(&mut pending);
+                Push { elapsed, lock_wait, result: Ok(()) }
             }
-            Err(status) => Push {
-                elapsed,
-                lock_wait: Duration::ZERO,
-                result: Err(format!("{:?}: {}", status.code(), status.message())),
-            },
+            Err(status) => {
+                let result = Err(format!("{:?}: {}", status.code(), status.message()));
+                if !matches!(status.code(), Code::Aborted | Code::Unavailable | Code::DeadlineExceeded) {
+                    // Not retryable: its commits stay unpushed.
+                    pending = 0;
+                }
+                Push { elapsed, lock_wait: Duration::ZERO, result }
+            }
         });
     }
-    pushes
 }
 
-fn report(args: &GitArgs, pushes: &[Push], json_out: bool) {
-    let attempted = pushes.len();
-    let landed = pushes.iter().filter(|push| push.result.is_ok()).count();
-    let mut elapsed: Vec<Duration> =
-        pushes.iter().filter(|p| p.result.is_ok()).map(|p| p.elapsed).collect();
-    let mut waits: Vec<Duration> =
-        pushes.iter().filter(|p| p.result.is_ok()).map(|p| p.lock_wait).collect();
+fn report(args: &GitArgs, agents: &[Agent], json_out: bool) {
+    let pushes: Vec<&Push> = agents.iter().flat_map(|agent| &agent.pushes).collect();
+    let commits: usize = agents.iter().map(|agent| agent.commits).sum();
+    let landed: usize = agents.iter().map(|agent| agent.landed).sum();
+    let succeeded: Vec<&&Push> = pushes.iter().filter(|push| push.result.is_ok()).collect();
+    let mut elapsed: Vec<Duration> = succeeded.iter().map(|push| push.elapsed).collect();
+    let mut waits: Vec<Duration> = succeeded.iter().map(|push| push.lock_wait).collect();
     elapsed.sort_unstable();
     waits.sort_unstable();
-    let mut failures: Vec<&str> =
-        pushes.iter().filter_map(|p| p.result.as_ref().err().map(String::as_str)).collect();
+    let failed = pushes.len() - succeeded.len();
+    let mut failures: Vec<String> = pushes
+        .iter()
+        .filter_map(|push| push.result.as_ref().err())
+        .map(|error| error.split(" until ").next().unwrap_or_default().to_string())
+        .collect();
     failures.sort_unstable();
     failures.dedup();
-    let per_second = landed as f64 / args.duration.as_secs_f64();
-    let share = if attempted == 0 { 0.0 } else { 100.0 * landed as f64 / attempted as f64 };
+    let share = if commits == 0 { 0.0 } else { 100.0 * landed as f64 / commits as f64 };
+    let per_second = succeeded.len() as f64 / args.duration.as_secs_f64();
     if json_out {
         let value = json!({
             "sandboxes": args.sandboxes, "repositories": args.templates.len(),
-            "attempted": attempted, "landed": landed, "landed_percent": share,
+            "commits": commits, "commits_landed": landed, "landed_percent": share,
+            "push_requests": pushes.len(), "push_requests_failed": failed,
             "pushes_per_second": per_second,
             "push_p50_ms": percentile_ms(&elapsed, 0.5), "push_p99_ms": percentile_ms(&elapsed, 0.99),
             "lock_wait_p50_ms": percentile_ms(&waits, 0.5), "lock_wait_p99_ms": percentile_ms(&waits, 0.99),
@@ -141,10 +163,11 @@ fn report(args: &GitArgs, pushes: &[Push], json_out: bool) {
         return;
     }
     println!(
-        "{} sandboxes, {} repositories, {:.0} s: pushes attempted {attempted}, landed {landed} ({share:.1} %), {per_second:.1} pushes/s",
+        "{} sandboxes, {} repositories, {:.0} s: commits made {commits}, landed {landed} ({share:.1} %); push requests {} ({failed} failed and retried), {per_second:.1} successful pushes/s",
         args.sandboxes,
         args.templates.len(),
-        args.duration.as_secs_f64()
+        args.duration.as_secs_f64(),
+        pushes.len()
     );
     println!(
         "push time p50 {:.1} ms, p99 {:.1} ms, max {:.1} ms; lock wait p50 {:.1} ms, p99 {:.1} ms",
@@ -155,6 +178,6 @@ fn report(args: &GitArgs, pushes: &[Push], json_out: bool) {
         percentile_ms(&waits, 0.99)
     );
     for failure in failures {
-        println!("failure: {failure}");
+        println!("failed request (retried): {failure}");
     }
 }

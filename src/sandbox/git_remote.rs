@@ -143,6 +143,14 @@ impl SandboxManager {
         let actor = principal.actor();
         match outcome {
             Ok(Some(commit)) => {
+                // After the lock is released: the workspace records the pushed commit as the
+                // remote branch's (and its upstream), which no other holder needs to wait for.
+                let args = vec![prepared.remote_branch.clone(), commit.clone()];
+                let recorded =
+                    self.script(&sandbox, &template, scripts::PUSHED, args, Vec::new(), &author).await;
+                if !recorded.is_ok_and(|outcome| outcome.exit.code == 0) {
+                    tracing::warn!("the workspace could not record the pushed commit");
+                }
                 self.store
                     .record_sandbox_event(
                         &sandbox,
@@ -236,16 +244,7 @@ impl SandboxManager {
                 mirror.forget_import(&sandbox.id.to_string()).await?;
             }
             match pushed? {
-                PushOutcome::Pushed => {
-                    let args = vec![branch.clone(), commit.clone()];
-                    let outcome = self
-                        .script(sandbox, template, scripts::PUSHED, args, Vec::new(), author)
-                        .await?;
-                    if outcome.exit.code != 0 {
-                        tracing::warn!("the workspace could not record the pushed commit");
-                    }
-                    return Ok(Some(commit));
-                }
+                PushOutcome::Pushed => return Ok(Some(commit)),
                 PushOutcome::Rejected(line) => {
                     if self.renew(lease).await.is_err() {
                         return Err(Error::Aborted {
