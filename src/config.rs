@@ -2,7 +2,7 @@
 //! variables (nested keys joined by `__`, e.g. `SANDBOXD_DATABASE__URL`) → command-line flags.
 //! [`Config::validate`] runs once at start and reports every problem at once.
 
-use std::{fmt, net::SocketAddr, path::PathBuf, time::Duration};
+use std::{net::SocketAddr, path::PathBuf, time::Duration};
 
 use anyhow::{Context, bail};
 use figment::{
@@ -10,6 +10,8 @@ use figment::{
     providers::{Env, Format, Serialized, Toml},
 };
 use serde::{Deserialize, Serialize};
+
+pub use crate::secret::{Secret, SecretUrl};
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]
@@ -29,7 +31,7 @@ pub struct Config {
     pub sync: crate::workspace::sync::SyncSettings,
     pub git: crate::git::settings::GitSettings,
     /// `sandboxd route-events` only.
-    pub router: crate::router::RouterConfig,
+    pub router: crate::router::config::RouterConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -80,7 +82,7 @@ pub struct DatabaseConfig {
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
-            url: SecretUrl("postgres://postgres@127.0.0.1:5432/sandboxd".into()),
+            url: SecretUrl::new("postgres://postgres@127.0.0.1:5432/sandboxd"),
             max_connections: 20,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
@@ -108,7 +110,7 @@ impl Default for RedisConfig {
     fn default() -> Self {
         Self {
             mode: RedisMode::Standalone,
-            url: SecretUrl("redis://127.0.0.1:6379".into()),
+            url: SecretUrl::new("redis://127.0.0.1:6379"),
             pool_size: 32,
             timeout: Duration::from_secs(2),
             key_prefix: "sandboxd:".into(),
@@ -508,73 +510,6 @@ impl Config {
         } else {
             bail!("invalid configuration:\n  - {}", problems.join("\n  - "))
         }
-    }
-}
-
-/// A connection URL whose password never appears in `Debug` or `Display` output.
-#[derive(Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct SecretUrl(String);
-
-impl SecretUrl {
-    pub fn new(url: impl Into<String>) -> Self {
-        Self(url.into())
-    }
-
-    /// The real URL, for handing to a client library; never log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-
-    /// The URL with any password replaced, safe for logs.
-    pub fn redacted(&self) -> String {
-        let Some((scheme, rest)) = self.0.split_once("://") else {
-            return "OMITTED".into();
-        };
-        match rest.rsplit_once('@') {
-            Some((userinfo, host)) => {
-                let user = userinfo.split(':').next().unwrap_or_default();
-                if userinfo.contains(':') {
-                    format!("{scheme}://{user}:***@{host}")
-                } else {
-                    format!("{scheme}://{user}@{host}")
-                }
-            }
-            None => format!("{scheme}://{rest}"),
-        }
-    }
-}
-
-impl fmt::Debug for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-impl fmt::Display for SecretUrl {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.redacted())
-    }
-}
-
-/// A secret value that prints as `OMITTED`.
-#[derive(Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(value: impl Into<String>) -> Self {
-        Self(value.into())
-    }
-
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("OMITTED")
     }
 }
 

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod bearer;
 pub mod cli;
 pub mod config;
 pub mod ctl;
@@ -25,6 +26,7 @@ pub mod router;
 pub mod routing;
 pub mod runtime;
 pub mod sandbox;
+pub mod secret;
 pub mod server;
 pub mod store;
 pub mod telemetry;

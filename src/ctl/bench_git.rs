@@ -7,8 +7,8 @@
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use tonic::Code;
 use serde_json::json;
+use tonic::Code;
 
 use super::{
     Connection,
@@ -63,7 +63,8 @@ pub async fn run(connection: &Connection, args: GitArgs, json_out: bool) -> anyh
     }
     eprintln!("created {} sandboxes in {:.1} s", ids.len(), create_started.elapsed().as_secs_f64());
     let deadline = Instant::now() + args.duration;
-    let agents = ids.iter().enumerate().map(|(agent, id)| agent_loop(connection, agent, id, deadline));
+    let agents =
+        ids.iter().enumerate().map(|(agent, id)| agent_loop(connection, agent, id, deadline));
     let agents: Vec<Agent> = futures::future::join_all(agents).await;
     for sandbox_id in ids {
         let request = DestroySandboxRequest { sandbox_id, ..Default::default() };
@@ -95,11 +96,17 @@ async fn agent_loop(connection: &Connection, agent: usize, id: &str, deadline: I
             let header = WriteFileHeader { sandbox_id: id.to_string(), path };
             let messages = [
                 WriteFileRequest { content: Some(Content::Header(header)) },
-                WriteFileRequest { content: Some(Content::Chunk(format!("{agent} {round}\n").into_bytes())) },
+                WriteFileRequest {
+                    content: Some(Content::Chunk(format!("{agent} {round}\n").into_bytes())),
+                },
             ];
             if let Err(status) = sync.write_file(futures::stream::iter(messages)).await {
                 let result = Err(format!("WriteFile {:?}", status.code()));
-                report.pushes.push(Push { elapsed: Duration::ZERO, lock_wait: Duration::ZERO, result });
+                report.pushes.push(Push {
+                    elapsed: Duration::ZERO,
+                    lock_wait: Duration::ZERO,
+                    result,
+                });
                 continue;
             }
             report.commits += 1;
@@ -120,7 +127,10 @@ async fn agent_loop(connection: &Connection, agent: usize, id: &str, deadline: I
             }
             Err(status) => {
                 let result = Err(format!("{:?}: {}", status.code(), status.message()));
-                if !matches!(status.code(), Code::Aborted | Code::Unavailable | Code::DeadlineExceeded) {
+                if !matches!(
+                    status.code(),
+                    Code::Aborted | Code::Unavailable | Code::DeadlineExceeded
+                ) {
                     // Not retryable: its commits stay unpushed.
                     pending = 0;
                 }

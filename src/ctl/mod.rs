@@ -27,9 +27,8 @@ use std::{process::ExitCode, time::Duration};
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tonic::{
-    Request, Status,
-    metadata::MetadataValue,
-    service::{Interceptor, interceptor::InterceptedService},
+    Status,
+    service::interceptor::InterceptedService,
     transport::{Channel, Endpoint},
 };
 
@@ -106,30 +105,7 @@ enum Command {
     BenchSync(bench_sync::BenchSyncArgs),
 }
 
-#[derive(Clone)]
-pub(crate) struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
-
-impl Bearer {
-    /// `authorization: Bearer <key>` on every call, or nothing without a key.
-    pub(crate) fn new(api_key: Option<&str>) -> anyhow::Result<Bearer> {
-        let value = match api_key {
-            Some(key) => {
-                Some(format!("Bearer {key}").parse().context("the API key is not valid ASCII")?)
-            }
-            None => None,
-        };
-        Ok(Bearer(value))
-    }
-}
-
-impl Interceptor for Bearer {
-    fn call(&mut self, mut request: Request<()>) -> Result<Request<()>, Status> {
-        if let Some(value) = &self.0 {
-            request.metadata_mut().insert("authorization", value.clone());
-        }
-        Ok(request)
-    }
-}
+pub(crate) use crate::bearer::Bearer;
 
 type Client = SandboxControlClient<InterceptedService<Channel, Bearer>>;
 

@@ -12,7 +12,7 @@
 //! than `max_staleness`, consumption pauses instead of routing on stale data ([`consume`]).
 
 pub mod cache;
-mod config;
+pub mod config;
 pub mod consume;
 pub mod event;
 pub mod stats;

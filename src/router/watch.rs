@@ -17,7 +17,7 @@ use uuid::Uuid;
 
 use super::cache::RouteCache;
 use crate::{
-    ctl::Bearer,
+    bearer::Bearer,
     proto::{
         GuildRoute, GuildRouteChangeKind, WatchGuildRoutesRequest,
         guild_routing_client::GuildRoutingClient, watch_guild_routes_response::Event,

@@ -146,8 +146,9 @@ impl SandboxManager {
                 // After the lock is released: the workspace records the pushed commit as the
                 // remote branch's (and its upstream), which no other holder needs to wait for.
                 let args = vec![prepared.remote_branch.clone(), commit.clone()];
-                let recorded =
-                    self.script(&sandbox, &template, scripts::PUSHED, args, Vec::new(), &author).await;
+                let recorded = self
+                    .script(&sandbox, &template, scripts::PUSHED, args, Vec::new(), &author)
+                    .await;
                 if !recorded.is_ok_and(|outcome| outcome.exit.code == 0) {
                     tracing::warn!("the workspace could not record the pushed commit");
                 }

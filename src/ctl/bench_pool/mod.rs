@@ -257,10 +257,7 @@ fn read_keys(path: &std::path::Path) -> anyhow::Result<Vec<Bearer>> {
         .lines()
         .map(str::trim)
         .filter(|line| !line.is_empty() && !line.starts_with('#'))
-        .map(|key| {
-            let value = format!("Bearer {key}").parse().context("an API key is not valid ASCII")?;
-            Ok(Bearer(Some(value)))
-        })
+        .map(|key| Bearer::new(Some(key)))
         .collect::<anyhow::Result<_>>()?;
     anyhow::ensure!(!keys.is_empty(), "the keys file {} holds no key", path.display());
     Ok(keys)
