@@ -71,10 +71,7 @@ impl SandboxManager {
         if outcome.exit.code == 0 {
             return Ok(());
         }
-        let stderr = String::from_utf8_lossy(&outcome.stderr);
-        let tail_start = stderr.len().saturating_sub(ERROR_TAIL_BYTES);
-        let tail_start = (tail_start..stderr.len()).find(|i| stderr.is_char_boundary(*i));
-        let tail = tail_start.map_or("", |start| stderr[start..].trim());
+        let tail = outcome.stderr_tail(ERROR_TAIL_BYTES);
         let ended = if outcome.exit.timed_out {
             "timed out (runtime.hook_timeout)".to_string()
         } else if outcome.exit.signal != 0 {

@@ -47,6 +47,17 @@ pub struct HookOutcome {
     pub duration: Duration,
 }
 
+impl HookOutcome {
+    /// The last `max_bytes` (or fewer, on a character boundary) of stderr, trimmed: what an
+    /// error quotes of a failed command.
+    pub fn stderr_tail(&self, max_bytes: usize) -> String {
+        let stderr = String::from_utf8_lossy(&self.stderr);
+        let start = stderr.len().saturating_sub(max_bytes);
+        let start = (start..stderr.len()).find(|i| stderr.is_char_boundary(*i));
+        start.map_or("", |start| stderr[start..].trim()).to_string()
+    }
+}
+
 impl SandboxManager {
     /// Starts a command in a RUNNING sandbox; see [`crate::runtime::Runtime::exec`].
     #[tracing::instrument(name = "sandbox.exec", skip_all, fields(sandbox_id = %id))]

@@ -118,19 +118,21 @@ impl GitRun {
     }
 }
 
+pub(crate) fn not_a_repository() -> Error {
+    Error::FailedPrecondition {
+        reason: "NOT_A_GIT_REPOSITORY",
+        message: "the workspace is not a git repository".into(),
+    }
+}
+
 /// The error of a git run that exited non-zero: not a repository, or git's own message.
 pub(crate) fn git_failure(step: &str, outcome: &HookOutcome) -> Error {
     let stderr = String::from_utf8_lossy(&outcome.stderr);
     if stderr.contains("not a git repository") {
-        return Error::FailedPrecondition {
-            reason: "NOT_A_GIT_REPOSITORY",
-            message: "the workspace is not a git repository".into(),
-        };
+        return not_a_repository();
     }
-    let tail_start = stderr.len().saturating_sub(2048);
-    let tail_start = (tail_start..stderr.len()).find(|i| stderr.is_char_boundary(*i)).unwrap_or(0);
     Error::FailedPrecondition {
         reason: "GIT_FAILED",
-        message: format!("git {step} failed: {}", stderr[tail_start..].trim()),
+        message: format!("git {step} failed: {}", outcome.stderr_tail(2048)),
     }
 }

@@ -18,7 +18,7 @@ use serde_json::json;
 use super::{
     Sandbox, SandboxId,
     exec::HookOutcome,
-    git::{GitRun, git_failure},
+    git::{GitRun, git_failure, not_a_repository},
     manager::SandboxManager,
 };
 use crate::{
@@ -247,7 +247,14 @@ impl SandboxManager {
             match pushed? {
                 PushOutcome::Pushed => return Ok(Some(commit)),
                 PushOutcome::Rejected(line) => {
-                    if self.renew(lease).await.is_err() {
+                    // Only a lost lease makes the refusal final; Redis not answering is
+                    // itself the error (UNAVAILABLE, retryable), not a stale holder.
+                    let lost = match self.renew(lease).await {
+                        Ok(()) => false,
+                        Err(Error::Aborted { reason: "LOCK_LEASE_EXPIRED", .. }) => true,
+                        Err(error) => return Err(error),
+                    };
+                    if lost {
                         return Err(Error::Aborted {
                             reason: "LOCK_LEASE_EXPIRED",
                             message: format!(
@@ -362,12 +369,7 @@ impl SandboxManager {
             self.script(sandbox, template, scripts::PREPARE, args, Vec::new(), &author).await?;
         match outcome.exit.code {
             0 => {}
-            20 => {
-                return Err(git_failure(
-                    "status",
-                    &HookOutcome { stderr: b"not a git repository".to_vec(), ..outcome },
-                ));
-            }
+            20 => return Err(not_a_repository()),
             21 | 22 => {
                 return Err(Error::FailedPrecondition {
                     reason: "GIT_BRANCH_UNUSABLE",
