@@ -14,6 +14,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sandboxd/v1/sync.proto",
     ];
     tonic_prost_build::configure()
+        // Prost's codec with decode errors mapped to INVALID_ARGUMENT (src/wire/codec.rs).
+        .codec_path("crate::wire::codec::Codec")
         .file_descriptor_set_path(out_dir.join("sandboxd_descriptor.bin"))
         .compile_protos(&protos, &["proto"])?;
     println!("cargo:rerun-if-changed=proto");

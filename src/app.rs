@@ -142,6 +142,12 @@ impl App {
         readiness.redis.store(redis, Ordering::Release);
     }
 
+    /// The bytes a page of a listing may fill: the message limit less room for the rest of the
+    /// response (the page token and framing).
+    pub fn page_budget(&self) -> usize {
+        self.config.server.max_message_bytes.saturating_sub(16 * 1024).max(1)
+    }
+
     /// Authenticates the caller of an RPC; refuses while dependencies are not ready.
     pub async fn principal<T>(&self, request: &Request<T>) -> Result<Principal> {
         if !self.is_ready() {

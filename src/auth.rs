@@ -1,8 +1,16 @@
 //! Who is calling: API keys, principals and roles.
 //!
 //! Keys look like `sbx_<48 hex>`; they carry 192 random bits, so a plain SHA-256 is a safe way
-//! to store them (no slow password hash needed). Verified keys are cached for
-//! `auth.key_cache_ttl`, so a revoked key stops working within that time.
+//! to store them (no slow password hash needed). A key is looked up by its public prefix
+//! (`sbx_` and 8 hex digits) and its hash compared in constant time, here, not by the database.
+//!
+//! Verified keys are cached for at most `auth.key_cache_ttl` and never past their expiry.
+//! Revoking a key notifies every replica (`NOTIFY api_keys` in the revoking transaction), whose
+//! [`Authenticator::run_invalidation`] drops its cache at once, so a revocation takes effect on
+//! every replica within the notification's delivery time (milliseconds). A replica whose
+//! LISTEN connection dropped drops its cache when it listens again, since notifications sent
+//! meanwhile are lost; while it cannot reach PostgreSQL at all, nobody can revoke through it
+//! and it serves cached keys for at most the TTL.
 
 use std::{
     collections::HashMap,
@@ -12,15 +20,23 @@ use std::{
     time::{Duration, Instant},
 };
 
+use chrono::{DateTime, Utc};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use tokio::sync::broadcast::error::RecvError;
+use tokio_util::sync::CancellationToken;
 use tonic::metadata::MetadataMap;
 use uuid::Uuid;
 
 use crate::{
     config::AuthMode,
     error::{Error, Result},
-    store::{Store, api_keys::NewApiKey},
+    events::{EventHub, Notification},
+    store::{
+        Store,
+        api_keys::{KEYS_CHANNEL, KeyCandidate, NewApiKey},
+    },
 };
 
 pub const KEY_PREFIX: &str = "sbx_";
@@ -131,6 +147,11 @@ fn hash_key(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
 
+/// The public part of a key that identifies it (and is stored in clear): `sbx_` + 8 hex.
+fn public_prefix(key: &str) -> String {
+    key.chars().take(KEY_PREFIX.len() + 8).collect()
+}
+
 /// Creates a key for `principal` and stores its hash. With `fixed_key` (dev mode) that key is
 /// used instead of a random one.
 pub async fn create_key(
@@ -139,6 +160,20 @@ pub async fn create_key(
     description: &str,
     fixed_key: Option<&str>,
 ) -> Result<GeneratedKey> {
+    create_key_expiring(store, principal, description, fixed_key, None).await
+}
+
+/// [`create_key`] for a key that stops working at `expires_at`.
+pub async fn create_key_expiring(
+    store: &Store,
+    principal: &Principal,
+    description: &str,
+    fixed_key: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<GeneratedKey> {
+    if expires_at.is_some_and(|at| at <= Utc::now()) {
+        return Err(Error::invalid("expires_at", "must be in the future"));
+    }
     check_tenant(&principal.tenant)?;
     if principal.subject.is_empty() || principal.subject.len() > 128 {
         return Err(Error::invalid("subject", "must be 1-128 characters"));
@@ -152,7 +187,7 @@ pub async fn create_key(
         }
     };
     let id = Uuid::now_v7();
-    let key_prefix: String = key.chars().take(KEY_PREFIX.len() + 8).collect();
+    let key_prefix = public_prefix(&key);
     let key_hash = hash_key(&key);
     store
         .insert_api_key(NewApiKey {
@@ -161,18 +196,30 @@ pub async fn create_key(
             key_hash: &key_hash,
             key_prefix: &key_prefix,
             description,
+            expires_at,
         })
         .await?;
     Ok(GeneratedKey { id, key })
 }
 
-/// Verifies `authorization: Bearer <key>` headers, with a short-lived cache.
+/// A verified key: who it is, and until when the cache may trust it.
+struct CachedKey {
+    key_hash: [u8; 32],
+    principal: Principal,
+    trusted_until: Instant,
+}
+
+/// Verifies `authorization: Bearer <key>` headers, with a short-lived cache keyed by the key's
+/// public prefix (the secret part is compared in constant time, in the cache as in the store).
 pub struct Authenticator {
     store: Store,
     mode: AuthMode,
     cache_ttl: Duration,
-    cache: Mutex<HashMap<[u8; 32], (Principal, Instant)>>,
+    cache: Mutex<HashMap<String, Vec<CachedKey>>>,
 }
+
+/// Most cached prefixes; beyond it the cache starts over (it is only a cache).
+const MAX_CACHED_KEYS: usize = 10_000;
 
 impl Authenticator {
     pub fn new(store: Store, mode: AuthMode, cache_ttl: Duration) -> Self {
@@ -189,30 +236,83 @@ impl Authenticator {
             return Ok(Principal::dev_owner());
         }
         let key = bearer_token(metadata)?;
+        let prefix = public_prefix(key);
         let key_hash = hash_key(key);
-        if let Some(principal) = self.cached(&key_hash) {
+        if let Some(principal) = self.cached(&prefix, &key_hash) {
             return Ok(principal);
         }
-        let principal = self
-            .store
-            .principal_for_key_hash(&key_hash)
-            .await?
-            .ok_or(Error::Unauthenticated("invalid or revoked API key"))?;
-        if !self.cache_ttl.is_zero() {
-            let mut cache = self.cache.lock().expect("auth cache lock poisoned");
-            if cache.len() > 10_000 {
-                cache.clear();
-            }
-            cache.insert(key_hash, (principal.clone(), Instant::now()));
-        }
+        let candidates = self.store.key_candidates(&prefix).await?;
+        let found =
+            candidates.into_iter().find(|candidate| hashes_equal(&candidate.key_hash, &key_hash));
+        let KeyCandidate { principal, expires_at, .. } =
+            found.ok_or(Error::Unauthenticated("invalid, expired or revoked API key"))?;
+        self.remember(prefix, key_hash, &principal, expires_at);
         Ok(principal)
     }
 
-    fn cached(&self, key_hash: &[u8; 32]) -> Option<Principal> {
+    fn cached(&self, prefix: &str, key_hash: &[u8; 32]) -> Option<Principal> {
         let cache = self.cache.lock().expect("auth cache lock poisoned");
-        let (principal, verified_at) = cache.get(key_hash)?;
-        (verified_at.elapsed() < self.cache_ttl).then(|| principal.clone())
+        let entry =
+            cache.get(prefix)?.iter().find(|entry| hashes_equal(&entry.key_hash, key_hash))?;
+        (Instant::now() < entry.trusted_until).then(|| entry.principal.clone())
     }
+
+    fn remember(
+        &self,
+        prefix: String,
+        key_hash: [u8; 32],
+        principal: &Principal,
+        expires_at: Option<DateTime<Utc>>,
+    ) {
+        let mut trust = self.cache_ttl;
+        if let Some(expires_at) = expires_at {
+            trust = trust.min((expires_at - Utc::now()).to_std().unwrap_or_default());
+        }
+        if trust.is_zero() {
+            return;
+        }
+        let entry = CachedKey {
+            key_hash,
+            principal: principal.clone(),
+            trusted_until: Instant::now() + trust,
+        };
+        let mut cache = self.cache.lock().expect("auth cache lock poisoned");
+        if cache.len() >= MAX_CACHED_KEYS {
+            cache.clear();
+        }
+        let entries = cache.entry(prefix).or_default();
+        entries.retain(|cached| !hashes_equal(&cached.key_hash, &key_hash));
+        entries.push(entry);
+    }
+
+    /// Forgets every verified key.
+    pub fn forget_all(&self) {
+        self.cache.lock().expect("auth cache lock poisoned").clear();
+    }
+
+    /// Drops the cache whenever a key is revoked on any replica, or when notifications may
+    /// have been missed (the listener reconnected, or this subscriber lagged behind).
+    pub async fn run_invalidation(&self, events: EventHub, shutdown: CancellationToken) {
+        let mut notifications = events.subscribe();
+        loop {
+            let notification = tokio::select! {
+                () = shutdown.cancelled() => return,
+                notification = notifications.recv() => notification,
+            };
+            match notification {
+                Ok(Notification::Other { channel, .. }) if channel == KEYS_CHANNEL => {
+                    self.forget_all()
+                }
+                Ok(Notification::Reconnected) | Err(RecvError::Lagged(_)) => self.forget_all(),
+                Ok(_) => {}
+                Err(RecvError::Closed) => return,
+            }
+        }
+    }
+}
+
+fn hashes_equal(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.ct_eq(b).into()
 }
 
 fn bearer_token(metadata: &MetadataMap) -> Result<&str> {

@@ -116,6 +116,9 @@ enum KeysCommand {
         subject: Option<String>,
         #[arg(long, default_value = "")]
         description: String,
+        /// Make the key stop working after this long (e.g. `30d`, `12h`); no expiry by default.
+        #[arg(long, value_parser = humantime::parse_duration)]
+        expires_in: Option<std::time::Duration>,
     },
     /// List keys (never the keys themselves).
     List {
@@ -192,12 +195,20 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
     let store = Store::connect_lazy(&config.database)?;
     store.migrate().await.context("the database is not reachable or not migrated")?;
     match command {
-        KeysCommand::Create { tenant, role, subject, description } => {
+        KeysCommand::Create { tenant, role, subject, description, expires_in } => {
             let role: Role = role.parse()?;
             let subject = subject
                 .unwrap_or_else(|| format!("key-{}", &Uuid::new_v4().simple().to_string()[..8]));
             let principal = Principal { tenant, subject, role };
-            let key = auth::create_key(&store, &principal, &description, None).await?;
+            let expires_at = match expires_in {
+                None => None,
+                Some(after) => Some(
+                    crate::clock::later(chrono::Utc::now(), after)
+                        .context("--expires-in is too long")?,
+                ),
+            };
+            let key = auth::create_key_expiring(&store, &principal, &description, None, expires_at)
+                .await?;
             eprintln!(
                 "created key {} for tenant {:?}, subject {:?}, role {}. It is shown only now:",
                 key.id,
@@ -213,9 +224,13 @@ async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {
                 "ID", "TENANT", "ROLE", "SUBJECT", "PREFIX", "CREATED"
             );
             for key in store.list_api_keys(tenant.as_deref()).await? {
-                let status = match key.revoked_at {
-                    Some(at) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
-                    None => "active".into(),
+                let status = match (key.revoked_at, key.expires_at) {
+                    (Some(at), _) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, Some(at)) if at <= chrono::Utc::now() => {
+                        format!("expired {}", at.format("%Y-%m-%d %H:%M"))
+                    }
+                    (None, Some(at)) => format!("active, expires {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, None) => "active".into(),
                 };
                 println!(
                     "{:<38} {:<16} {:<8} {:<20} {:<14} {:<25} {status}",

@@ -51,6 +51,10 @@ pub struct ServerConfig {
     #[serde(with = "humantime_serde")]
     pub readiness_interval: Duration,
     pub concurrency_limit_per_connection: usize,
+    /// Largest request metadata (all headers, counted as HTTP/2 does), in bytes; above it an
+    /// RPC answers RESOURCE_EXHAUSTED (`METADATA_TOO_LARGE`). At most 1 MiB, the header-list
+    /// limit the server advertises to HTTP/2 clients.
+    pub max_metadata_bytes: usize,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +66,7 @@ impl Default for ServerConfig {
             shutdown_grace: Duration::from_secs(30),
             readiness_interval: Duration::from_secs(2),
             concurrency_limit_per_connection: 256,
+            max_metadata_bytes: 16 * 1024,
         }
     }
 }
@@ -426,6 +431,7 @@ impl Config {
             ("database.max_connections", self.database.max_connections as usize),
             ("redis.pool_size", self.redis.pool_size),
             ("server.max_message_bytes", self.server.max_message_bytes),
+            ("server.max_metadata_bytes", self.server.max_metadata_bytes),
             (
                 "server.concurrency_limit_per_connection",
                 self.server.concurrency_limit_per_connection,
@@ -495,6 +501,10 @@ impl Config {
             ));
         }
         problems.extend(self.files.problems(self.server.max_message_bytes));
+        let header_limit = crate::wire::limits::HTTP2_MAX_HEADER_LIST_BYTES as usize;
+        if self.server.max_metadata_bytes > header_limit {
+            problems.push(format!("server.max_metadata_bytes must be at most {header_limit}"));
+        }
         if let Err(error) = self.sync.validate() {
             problems.push(error.to_string());
         }

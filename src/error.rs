@@ -6,7 +6,7 @@
 //! carries `google.rpc.BadRequest` field violations and quota errors `google.rpc.QuotaFailure`.
 //! Internal errors reach the client only as an opaque id; the full cause chain is logged.
 
-use std::collections::HashMap;
+use std::{borrow::Cow, collections::HashMap};
 
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, StatusExt};
@@ -34,10 +34,60 @@ pub struct FieldViolation {
     pub description: String,
 }
 
-impl FieldViolation {
-    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
-        Self { field: field.into(), description: description.into() }
+/// At most this many violations reach the client; the rest are counted in one last violation.
+pub const MAX_VIOLATIONS: usize = 20;
+/// Longest field path a violation carries (paths can hold client values: `labels["<key>"]`).
+pub const MAX_FIELD_BYTES: usize = 128;
+/// Longest violation description.
+pub const MAX_DESCRIPTION_BYTES: usize = 512;
+/// Longest `grpc-message`. Client values echoed into messages (an etag, a name, an id) are
+/// clipped with the rest, so an error never grows with the request and always fits the
+/// default metadata limits of gRPC clients.
+pub const MAX_MESSAGE_BYTES: usize = 1024;
+
+/// `value` cut to at most `max` bytes on a character boundary, marked with `…` when cut.
+pub fn clip(value: &str, max: usize) -> Cow<'_, str> {
+    if value.len() <= max {
+        return Cow::Borrowed(value);
     }
+    let mut end = max.saturating_sub('…'.len_utf8());
+    while !value.is_char_boundary(end) {
+        end -= 1;
+    }
+    Cow::Owned(format!("{}…", &value[..end]))
+}
+
+fn clip_owned(value: String, max: usize) -> String {
+    match clip(&value, max) {
+        Cow::Borrowed(_) => value,
+        Cow::Owned(clipped) => clipped,
+    }
+}
+
+impl FieldViolation {
+    /// A violation; both parts are clipped ([`MAX_FIELD_BYTES`], [`MAX_DESCRIPTION_BYTES`]).
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self {
+            field: clip_owned(field.into(), MAX_FIELD_BYTES),
+            description: clip_owned(description.into(), MAX_DESCRIPTION_BYTES),
+        }
+    }
+}
+
+/// The violations a client sees: the first [`MAX_VIOLATIONS`], then one counting the rest.
+fn capped(mut violations: Vec<FieldViolation>) -> Vec<FieldViolation> {
+    if violations.len() > MAX_VIOLATIONS {
+        let more = violations.len() - (MAX_VIOLATIONS - 1);
+        violations.truncate(MAX_VIOLATIONS - 1);
+        violations.push(FieldViolation::new(
+            "request",
+            format!(
+                "and {more} more invalid fields (only the first {} are listed)",
+                MAX_VIOLATIONS - 1
+            ),
+        ));
+    }
+    violations
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +111,13 @@ pub enum Error {
     /// A concurrent change won (compare-and-set or lock contention); the caller may retry.
     #[error("{message}")]
     Aborted { reason: &'static str, message: String },
+    /// A message or its metadata is over the server's size limit.
+    #[error("{message}")]
+    TooLarge { reason: &'static str, message: String },
+    /// A request message that does not decode as its protobuf type (invalid UTF-8, a wrong
+    /// wire type, a truncated field); the text is the decoder's, which names the field.
+    #[error("the request is not a valid protobuf message: {0}")]
+    Undecodable(String),
     /// A position (e.g. a resume token) outside what is still retained.
     #[error("{message}")]
     OutOfRange { reason: &'static str, message: String },
@@ -126,8 +183,15 @@ impl Error {
 
     /// Converts to a gRPC status with details. Internal errors are logged here, once.
     pub fn into_status(self) -> Status {
-        let message = self.to_string();
-        match self {
+        let this = match self {
+            Error::InvalidArgument(violations) => Error::InvalidArgument(capped(violations)),
+            Error::NotFound { resource, id } => {
+                Error::NotFound { resource, id: clip_owned(id, MAX_FIELD_BYTES) }
+            }
+            other => other,
+        };
+        let message = clip_owned(this.to_string(), MAX_MESSAGE_BYTES);
+        match this {
             Error::InvalidArgument(violations) => {
                 let mut details = error_info("INVALID_ARGUMENT", HashMap::new());
                 for violation in violations {
@@ -152,6 +216,15 @@ impl Error {
                 with_info(Code::FailedPrecondition, message, reason)
             }
             Error::Aborted { reason, .. } => with_info(Code::Aborted, message, reason),
+            Error::TooLarge { reason, .. } => with_info(Code::ResourceExhausted, message, reason),
+            Error::Undecodable(description) => {
+                let mut details = error_info("MALFORMED_MESSAGE", HashMap::new());
+                details.add_bad_request_violation(
+                    "request",
+                    clip(&description, MAX_DESCRIPTION_BYTES).into_owned(),
+                );
+                Status::with_error_details(Code::InvalidArgument, message, details)
+            }
             Error::OutOfRange { reason, .. } => with_info(Code::OutOfRange, message, reason),
             Error::Unauthenticated(_) => {
                 with_info(Code::Unauthenticated, message, "UNAUTHENTICATED")
@@ -231,6 +304,13 @@ impl From<sqlx::Error> for Error {
                 source: anyhow::Error::new(error),
             },
             Some(Condition::Unavailable) => Error::unavailable("postgres", error),
+            Some(Condition::BadValue) => {
+                tracing::warn!(error = %error, "a request value reached PostgreSQL unvalidated");
+                Error::invalid(
+                    "request",
+                    "holds a value the database cannot store (a NUL character, or a number or time out of range)",
+                )
+            }
             Some(Condition::Other) | None => {
                 Error::Internal(anyhow::Error::new(error).context("postgres query failed"))
             }

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 pub mod bearer;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod ctl;
 pub mod dev;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod wire;
 pub mod workspace;
 
 /// Resolves on SIGINT or SIGTERM.

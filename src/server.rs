@@ -19,8 +19,9 @@ use crate::{
     },
     readiness::set_all,
     reconcile::Reconciler,
-    store::routes::ROUTES_CHANNEL,
+    store::{api_keys::KEYS_CHANNEL, routes::ROUTES_CHANNEL},
     template::RuntimeKind,
+    wire::limits::{HTTP2_MAX_HEADER_LIST_BYTES, WireLimitsLayer},
 };
 
 pub use crate::readiness::SERVICE_NAMES;
@@ -130,7 +131,12 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     let background = vec![
         tokio::spawn({
             let (app, shutdown) = (app.clone(), shutdown.clone());
-            async move { app.events.run(app.store.clone(), vec![ROUTES_CHANNEL], shutdown).await }
+            let channels = vec![ROUTES_CHANNEL, KEYS_CHANNEL];
+            async move { app.events.run(app.store.clone(), channels, shutdown).await }
+        }),
+        tokio::spawn({
+            let (app, shutdown) = (app.clone(), shutdown.clone());
+            async move { app.auth.run_invalidation(app.events.clone(), shutdown).await }
         }),
         tokio::spawn({
             let (app, shutdown) = (app.clone(), shutdown.clone());
@@ -208,7 +214,9 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .timeout(app.config.server.request_timeout)
         .concurrency_limit_per_connection(app.config.server.concurrency_limit_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
         .trace_fn(|request| tracing::info_span!("rpc", rpc = %request.uri().path()))
+        .layer(WireLimitsLayer { max_metadata_bytes: app.config.server.max_metadata_bytes })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -186,10 +186,7 @@ async fn extend_moves_the_expiry_caps_it_at_the_maximum_and_needs_a_live_sandbox
     let stale =
         ExtendSandboxRequest { etag: sandbox.etag.clone(), ..extend_by(&sandbox.sandbox_id, 60) };
     let status = owner.extend_sandbox(stale).await.unwrap_err();
-    assert_eq!(
-        (status.code(), error_reason(&status).as_str()),
-        (Code::FailedPrecondition, "ETAG_MISMATCH")
-    );
+    assert_eq!((status.code(), error_reason(&status).as_str()), (Code::Aborted, "ETAG_MISMATCH"));
 
     let no_extension =
         ExtendSandboxRequest { extension: None, ..extend_by(&sandbox.sandbox_id, 1) };

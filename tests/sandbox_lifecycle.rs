@@ -214,7 +214,7 @@ async fn an_etag_mismatch_refuses_destroy() {
     let sandbox = app.owner().create_sandbox(create("etagged")).await.unwrap().into_inner();
     let stale = DestroySandboxRequest { etag: "\"stale\"".into(), ..destroy(&sandbox.sandbox_id) };
     let status = app.owner().destroy_sandbox(stale).await.unwrap_err();
-    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert_eq!(status.code(), Code::Aborted, "AIP-154");
     assert_eq!(error_reason(&status), "ETAG_MISMATCH");
     let current =
         DestroySandboxRequest { etag: sandbox.etag.clone(), ..destroy(&sandbox.sandbox_id) };

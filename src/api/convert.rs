@@ -32,7 +32,12 @@ pub fn duration(value: Duration) -> prost_types::Duration {
     prost_types::Duration { seconds: value.as_secs() as i64, nanos: value.subsec_nanos() as i32 }
 }
 
-/// A positive, well-formed protobuf duration.
+/// Longest duration any request may carry (100 years): every TTL, extension, timeout or
+/// staleness a caller sends is far below it, and anything up to it can be added to any
+/// timestamp PostgreSQL and chrono hold without overflow.
+pub const MAX_REQUEST_DURATION: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// A positive, well-formed protobuf duration of at most [`MAX_REQUEST_DURATION`].
 pub fn positive_duration(
     field: &str,
     value: &prost_types::Duration,
@@ -42,7 +47,11 @@ pub fn positive_duration(
     if !valid || !positive {
         return Err(FieldViolation::new(field, "must be a positive duration"));
     }
-    Ok(Duration::new(value.seconds as u64, value.nanos as u32))
+    let duration = Duration::new(value.seconds as u64, value.nanos as u32);
+    if duration > MAX_REQUEST_DURATION {
+        return Err(FieldViolation::new(field, "must be at most 100 years"));
+    }
+    Ok(duration)
 }
 
 pub fn state(state: SandboxState) -> proto::SandboxState {
@@ -95,6 +104,9 @@ pub fn struct_to_json(field: &str, value: Struct) -> Result<Map<String, Json>, F
         .into_iter()
         .map(|(key, value)| {
             let path = format!("{field}.{key}");
+            if key.contains('\0') {
+                return Err(FieldViolation::new(path, "keys must not contain NUL characters"));
+            }
             value_to_json(&path, value).map(|json| (key, json))
         })
         .collect()
@@ -104,6 +116,9 @@ fn value_to_json(field: &str, value: Value) -> Result<Json, FieldViolation> {
     Ok(match value.kind {
         None | Some(Kind::NullValue(_)) => Json::Null,
         Some(Kind::BoolValue(b)) => Json::Bool(b),
+        Some(Kind::StringValue(s)) if s.contains('\0') => {
+            return Err(FieldViolation::new(field, "strings must not contain NUL characters"));
+        }
         Some(Kind::StringValue(s)) => Json::String(s),
         Some(Kind::NumberValue(n)) => Json::Number(
             Number::from_f64(n)

@@ -12,7 +12,7 @@ use crate::{
     proto,
     proto::guild_routing_server::GuildRouting,
     routing::{GuildId, service::MAX_RESOLVE_BATCH},
-    sandbox::page_token,
+    sandbox::{page_token, validate},
 };
 
 pub struct GuildRoutingApi {
@@ -72,22 +72,19 @@ impl GuildRouting for GuildRoutingApi {
     ) -> Reply<proto::ResolveGuildsResponse> {
         let principal = self.app.routing_principal(&request).await?;
         let ids = request.into_inner().guild_ids;
-        if ids.len() > MAX_RESOLVE_BATCH {
+        if ids.is_empty() || ids.len() > MAX_RESOLVE_BATCH {
             let message =
-                format!("at most {MAX_RESOLVE_BATCH} guild ids per call (got {})", ids.len());
+                format!("between 1 and {MAX_RESOLVE_BATCH} guild ids per call (got {})", ids.len());
             return Err(Error::invalid("guild_ids", message).into());
         }
-        let mut guilds = Vec::with_capacity(ids.len());
-        let mut violations = Vec::new();
-        for (index, raw) in ids.iter().enumerate() {
-            match GuildId::parse(&format!("guild_ids[{index}]"), raw) {
-                Ok(guild) => guilds.push(guild),
-                Err(violation) => violations.push(violation),
-            }
-        }
+        let violations = validate::check_each("guild_ids", &ids, |index, raw| {
+            GuildId::parse(&format!("guild_ids[{index}]"), raw).err()
+        });
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
         }
+        let guilds: Vec<GuildId> =
+            ids.iter().filter_map(|raw| GuildId::parse("guild_ids", raw).ok()).collect();
         let routes = ids
             .into_iter()
             .zip(guilds)
@@ -108,9 +105,14 @@ impl GuildRouting for GuildRoutingApi {
         let page_size = page_token::page_size(request.page_size)?;
         let page =
             self.app.routing.list(&principal, sandbox_id, page_size, &request.page_token).await?;
+        let (guild_routes, next_page_token) = page.encode_within(
+            self.app.page_budget(),
+            convert::guild_route,
+            prost::Message::encoded_len,
+        );
         Ok(Response::new(proto::ListGuildRoutesResponse {
-            guild_routes: page.items.into_iter().map(convert::guild_route).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            guild_routes,
+            next_page_token: next_page_token.unwrap_or_default(),
         }))
     }
 

@@ -114,8 +114,12 @@ fn check_resource(resource: &str, violations: &mut Vec<FieldViolation>) {
 }
 
 fn check_token(token: &str, violations: &mut Vec<FieldViolation>) {
-    if token.is_empty() || token.len() > 64 {
-        violations.push(FieldViolation::new("owner_token", "must be the Lease.owner_token"));
+    // Owner tokens are 32 hex digits (`lock::Locks::acquire`); anything else was never issued.
+    if token.len() != 32 || !token.bytes().all(|b| b.is_ascii_hexdigit()) {
+        violations.push(FieldViolation::new(
+            "owner_token",
+            "must be the Lease.owner_token (32 hex digits)",
+        ));
     }
 }
 

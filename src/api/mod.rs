@@ -6,6 +6,8 @@ mod files;
 mod git;
 mod guild_routing;
 mod locks;
+#[cfg(test)]
+mod parsing_properties;
 mod requests;
 mod runtime_requests;
 mod sandbox_control;

@@ -198,6 +198,9 @@ fn optional_subject(
     Some(value)
 }
 
+/// Most entries of ListSandboxesRequest.states: one per state.
+const MAX_STATES: usize = 8;
+
 /// A parsed ListSandboxes request.
 pub struct ListRequest {
     pub filter: ListFilter,
@@ -209,13 +212,23 @@ pub fn list(request: proto::ListSandboxesRequest) -> Result<ListRequest> {
     let mut violations = Vec::new();
     let page_size = collect(page_token::page_size(request.page_size), &mut violations);
     let owner = optional_subject("owner", request.owner, &mut violations);
-    let mut states = Vec::new();
-    for (index, raw) in request.states.iter().enumerate() {
-        match proto::SandboxState::try_from(*raw).ok().and_then(convert::domain_state) {
-            Some(state) => states.push(state),
-            None => violations
-                .push(FieldViolation::new(format!("states[{index}]"), "is not a sandbox state")),
-        }
+    let states: Vec<_> = request
+        .states
+        .iter()
+        .filter_map(|raw| proto::SandboxState::try_from(*raw).ok().and_then(convert::domain_state))
+        .collect();
+    if request.states.len() > MAX_STATES {
+        violations.push(FieldViolation::new(
+            "states",
+            format!("at most {MAX_STATES} states (there are no more than that)"),
+        ));
+    } else {
+        violations.extend(validate::check_each("states", &request.states, |index, raw| {
+            let known = proto::SandboxState::try_from(*raw).ok().and_then(convert::domain_state);
+            known
+                .is_none()
+                .then(|| FieldViolation::new(format!("states[{index}]"), "is not a sandbox state"))
+        }));
     }
     let template = (!request.template.is_empty()).then_some(request.template);
     if let Some(violation) = template.as_deref().and_then(|t| validate::check_name("template", t)) {

@@ -29,29 +29,29 @@ pub fn exec(request: proto::ExecRequest, max_stdin: usize) -> Result<(SandboxId,
     } else if request.command.len() > MAX_ARGS {
         violations.push(FieldViolation::new("command", format!("has more than {MAX_ARGS} items")));
     }
-    for (index, arg) in request.command.iter().enumerate() {
-        if arg.contains('\0') || arg.len() > MAX_VALUE_BYTES {
-            violations.push(FieldViolation::new(
+    violations.extend(validate::check_each("command", &request.command, |index, arg| {
+        (arg.contains('\0') || arg.len() > MAX_VALUE_BYTES).then(|| {
+            FieldViolation::new(
                 format!("command[{index}]"),
                 format!("must have no NUL byte and at most {MAX_VALUE_BYTES} bytes"),
-            ));
-        }
-    }
+            )
+        })
+    }));
     let env: BTreeMap<String, String> = request.env.into_iter().collect();
     if env.len() > MAX_ENV_VARS {
         violations
             .push(FieldViolation::new("env", format!("has more than {MAX_ENV_VARS} entries")));
     }
-    for (key, value) in &env {
-        if !is_env_name(key) || value.contains('\0') || value.len() > MAX_VALUE_BYTES {
-            violations.push(FieldViolation::new(
+    violations.extend(validate::check_each("env", &env, |_, (key, value)| {
+        (!is_env_name(key) || value.contains('\0') || value.len() > MAX_VALUE_BYTES).then(|| {
+            FieldViolation::new(
                 format!("env[{key:?}]"),
                 format!(
-                    "names must match [A-Za-z_][A-Za-z0-9_]*; values must have no NUL byte and at most {MAX_VALUE_BYTES} bytes"
+                    "names must match [A-Za-z_][A-Za-z0-9_]* (at most {MAX_ENV_NAME_BYTES} bytes); values must have no NUL byte and at most {MAX_VALUE_BYTES} bytes"
                 ),
-            ));
-        }
-    }
+            )
+        })
+    }));
     if let Some(violation) = validate::check_relative_path("working_dir", &request.working_dir) {
         violations.push(violation);
     }
@@ -108,7 +108,11 @@ pub fn hook(request: proto::RunHookRequest) -> Result<(SandboxId, HookSpec)> {
     violations_to_result((id, spec), violations)
 }
 
+/// Longest environment variable name.
+const MAX_ENV_NAME_BYTES: usize = 256;
+
 fn is_env_name(name: &str) -> bool {
-    name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+    name.len() <= MAX_ENV_NAME_BYTES
+        && name.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
 }

@@ -71,9 +71,14 @@ impl SandboxControl for SandboxControlApi {
             .sandboxes
             .list(&principal, list.filter, list.page_size, &list.page_token)
             .await?;
+        let (sandboxes, next_page_token) = page.encode_within(
+            self.app.page_budget(),
+            |sandbox| self.encode(sandbox),
+            prost::Message::encoded_len,
+        );
         Ok(Response::new(proto::ListSandboxesResponse {
-            sandboxes: page.items.into_iter().map(|sandbox| self.encode(sandbox)).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            sandboxes,
+            next_page_token: next_page_token.unwrap_or_default(),
         }))
     }
 
@@ -176,9 +181,14 @@ impl SandboxControl for SandboxControlApi {
             .sandboxes
             .audit_events(&principal, audit.sandbox_id, audit.page_size, &audit.page_token)
             .await?;
+        let (audit_events, next_page_token) = page.encode_within(
+            self.app.page_budget(),
+            convert::audit_event,
+            prost::Message::encoded_len,
+        );
         Ok(Response::new(proto::ListAuditEventsResponse {
-            audit_events: page.items.into_iter().map(convert::audit_event).collect(),
-            next_page_token: page.next_page_token.unwrap_or_default(),
+            audit_events,
+            next_page_token: next_page_token.unwrap_or_default(),
         }))
     }
 

@@ -68,7 +68,7 @@ pub enum SandboxCommand {
     /// no longer see it afterwards), or destroyed when it cannot go back (pool full, unhealthy).
     Release {
         sandbox: String,
-        /// Only if the sandbox still has this etag (else FAILED_PRECONDITION, ETAG_MISMATCH).
+        /// Only if the sandbox still has this etag (else ABORTED, ETAG_MISMATCH).
         #[arg(long)]
         etag: Option<String>,
     },

@@ -20,6 +20,7 @@ use rand::Rng;
 use sha2::{Digest, Sha256};
 
 use crate::{
+    clock,
     error::{Error, Result},
     isolation::RedisNamespace,
 };
@@ -120,13 +121,15 @@ impl Locks {
                     resource: resource.to_string(),
                     owner_token,
                     fencing_token: u64::try_from(value).unwrap_or(0),
-                    expire_at: Utc::now() + ttl,
+                    expire_at: clock::later_saturating(Utc::now(), ttl),
                 });
             }
             let now = tokio::time::Instant::now();
             if now >= deadline {
-                let holder_ends =
-                    Utc::now() + Duration::from_millis(u64::try_from(value).unwrap_or(0));
+                let holder_ends = clock::later_saturating(
+                    Utc::now(),
+                    Duration::from_millis(u64::try_from(value).unwrap_or(0)),
+                );
                 return Err(Error::Aborted {
                     reason: "LOCK_NOT_ACQUIRED",
                     message: format!(
@@ -171,7 +174,7 @@ impl Locks {
             resource: resource.to_string(),
             owner_token: owner_token.to_string(),
             fencing_token: u64::try_from(fencing).unwrap_or(0),
-            expire_at: Utc::now() + ttl,
+            expire_at: clock::later_saturating(Utc::now(), ttl),
         })
     }
 

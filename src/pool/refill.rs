@@ -8,6 +8,7 @@ use chrono::Utc;
 use futures::{StreamExt, stream};
 
 use crate::{
+    clock,
     error::Result,
     sandbox::{SandboxId, SandboxManager, SandboxState, boot},
     store::{
@@ -80,8 +81,8 @@ impl SandboxManager {
             request_fingerprint: String::new(),
             created_at: now,
             // READY members do not expire; a claim sets the claimer's lifetimes.
-            expire_at: now + template.max_ttl,
-            max_expire_at: now + template.max_ttl,
+            expire_at: clock::later_saturating(now, template.max_ttl),
+            max_expire_at: clock::later_saturating(now, template.max_ttl),
         };
         let bounds =
             PoolBounds { min_ready: template.pool.min_ready, max_size: template.pool.max_size };

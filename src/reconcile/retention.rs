@@ -13,8 +13,11 @@ const MAX_BATCHES: usize = 100;
 
 impl Reconciler {
     pub(super) async fn prune_logs(&self) {
-        let Ok(retention) = chrono::Duration::from_std(self.config.retention) else { return };
-        let before = Utc::now() - retention;
+        // A retention longer than the calendar goes back keeps everything.
+        let before = chrono::Duration::from_std(self.config.retention)
+            .ok()
+            .and_then(|retention| Utc::now().checked_sub_signed(retention));
+        let Some(before) = before else { return };
         for log in [PrunedLog::AuditEvents, PrunedLog::RouteChanges] {
             for _ in 0..MAX_BATCHES {
                 match self.store().prune_log(log, before, BATCH).await {

@@ -10,7 +10,11 @@ use crate::{
     auth::{Principal, Role},
     error::{Error, Result},
     events::{EventHub, Notification},
-    sandbox::{SandboxId, SandboxManager, SandboxSelector, listing::Page, page_token},
+    sandbox::{
+        SandboxId, SandboxManager, SandboxSelector,
+        listing::{Page, paginate},
+        page_token,
+    },
     store::{
         Store,
         reconcile::PrunedLog,
@@ -124,9 +128,12 @@ impl RoutingService {
         {
             self.sandboxes.get(principal, &SandboxSelector::Id(id)).await?;
         }
-        let fingerprint = sandbox_id.map(|id| id.to_string());
+        let fingerprint = page_token::fingerprint(&page_token::for_caller(
+            principal,
+            sandbox_id.map(|id| id.to_string()),
+        ));
         let after: Option<String> = page_token::decode(token, &fingerprint)?;
-        let mut routes = self
+        let routes = self
             .store
             .list_routes(
                 visible_tenant(principal),
@@ -136,12 +143,9 @@ impl RoutingService {
                 page_size + 1,
             )
             .await?;
-        let more = routes.len() > page_size as usize;
-        routes.truncate(page_size as usize);
-        let next_page_token = more
-            .then(|| routes.last().map(|r| page_token::encode(&r.guild_id, &fingerprint)))
-            .flatten();
-        Ok(Page { items: routes, next_page_token })
+        Ok(paginate(routes, page_size, move |last| {
+            page_token::encode(&last.guild_id, &fingerprint)
+        }))
     }
 
     /// A snapshot (unless resuming) and then every change, in order, until shutdown.
@@ -160,7 +164,7 @@ impl RoutingService {
         let tenant = visible_tenant(&principal).map(str::to_string);
         let snapshot = match resume_after {
             Some(after) => {
-                self.store.check_resumable(PrunedLog::RouteChanges, after).await?;
+                self.store.check_resume_token(PrunedLog::RouteChanges, after).await?;
                 None
             }
             None => Some(self.store.route_snapshot(tenant.as_deref()).await?),

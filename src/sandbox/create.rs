@@ -14,6 +14,7 @@ use super::{
 };
 use crate::{
     auth::Principal,
+    clock,
     error::{Error, Result},
     store::sandbox_create::{Booting, CreateOutcome, NewSandbox},
     template::Template,
@@ -181,8 +182,8 @@ impl SandboxManager {
             request_id: spec.request_id,
             request_fingerprint,
             created_at: now,
-            expire_at: now + ttl,
-            max_expire_at: now + template.max_ttl,
+            expire_at: clock::later_saturating(now, ttl),
+            max_expire_at: clock::later_saturating(now, template.max_ttl),
         })
     }
 

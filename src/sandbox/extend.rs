@@ -8,6 +8,7 @@ use super::{
 };
 use crate::{
     auth::Principal,
+    clock,
     error::{Error, Result},
     store::sandbox_updates::Extension,
 };
@@ -48,11 +49,8 @@ impl SandboxManager {
             });
         }
         let requested = match by {
-            ExtendBy::Duration(duration) => {
-                sandbox.expire_at
-                    + chrono::Duration::from_std(duration)
-                        .map_err(|_| Error::invalid("ttl_extension", "is too large"))?
-            }
+            // Beyond every representable time is beyond the maximum too: capped below.
+            ExtendBy::Duration(duration) => clock::later_saturating(sandbox.expire_at, duration),
             ExtendBy::Until(until) if until <= sandbox.expire_at => {
                 return Err(Error::invalid(
                     "expire_time",

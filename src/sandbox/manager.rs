@@ -66,9 +66,14 @@ pub(crate) fn scope(principal: &Principal) -> Scope<'_> {
 /// AIP-154: a given etag must match; returns the version the caller saw.
 pub(crate) fn check_etag(sandbox: &Sandbox, etag: Option<&str>) -> Result<Option<i64>> {
     match etag {
-        Some(etag) if etag != sandbox.etag() => Err(Error::FailedPrecondition {
+        // AIP-154: a stale etag is ABORTED (the caller re-reads and retries). The caller's
+        // etag is not echoed: it can be anything, of any size.
+        Some(etag) if etag != sandbox.etag() => Err(Error::Aborted {
             reason: "ETAG_MISMATCH",
-            message: format!("etag {etag} does not match the current {}", sandbox.etag()),
+            message: format!(
+                "the etag does not match the sandbox's current etag {}; re-read it and retry",
+                sandbox.etag()
+            ),
         }),
         Some(_) => Ok(Some(sandbox.version)),
         None => Ok(None),

@@ -3,7 +3,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::error::FieldViolation;
+use crate::error::{FieldViolation, MAX_VIOLATIONS};
 
 pub const MAX_NAME_LEN: usize = 63;
 pub const MAX_LABELS: usize = 64;
@@ -12,6 +12,31 @@ pub const MAX_LABEL_VALUE_LEN: usize = 63;
 pub const MAX_METADATA_BYTES: usize = 16 * 1024;
 pub const MAX_REQUEST_ID_LEN: usize = 128;
 pub const MAX_REASON_LEN: usize = 1024;
+
+/// Runs `check` on every entry of a repeated field, keeping at most [`MAX_VIOLATIONS`]
+/// violations and counting the rest in one more, so a request with millions of bad entries
+/// costs no more memory than one with twenty.
+pub fn check_each<T>(
+    field: &str,
+    items: impl IntoIterator<Item = T>,
+    mut check: impl FnMut(usize, T) -> Option<FieldViolation>,
+) -> Vec<FieldViolation> {
+    let mut violations = Vec::new();
+    let mut more = 0usize;
+    for (index, item) in items.into_iter().enumerate() {
+        if let Some(violation) = check(index, item) {
+            if violations.len() < MAX_VIOLATIONS {
+                violations.push(violation);
+            } else {
+                more += 1;
+            }
+        }
+    }
+    if more > 0 {
+        violations.push(FieldViolation::new(field, format!("{more} more entries are invalid")));
+    }
+    violations
+}
 
 /// Sandbox names are DNS labels (RFC 1123): lowercase letters, digits and `-`, starting with a
 /// letter, not ending with `-`, at most 63 characters.
@@ -34,10 +59,10 @@ pub fn check_name(field: &str, name: &str) -> Option<FieldViolation> {
 
 /// Label keys: `[a-z][a-z0-9_.-]*`, at most 63; values: `[A-Za-z0-9_.-]*`, at most 63.
 pub fn check_labels(field: &str, labels: &BTreeMap<String, String>) -> Vec<FieldViolation> {
-    let mut violations = Vec::new();
     if labels.len() > MAX_LABELS {
-        violations.push(FieldViolation::new(field, format!("at most {MAX_LABELS} labels")));
+        return vec![FieldViolation::new(field, format!("at most {MAX_LABELS} labels"))];
     }
+    let mut violations = Vec::new();
     for (key, value) in labels {
         let key_ok = key.len() <= MAX_LABEL_KEY_LEN
             && key.starts_with(|c: char| c.is_ascii_lowercase())
@@ -128,18 +153,14 @@ pub fn check_relative_path(field: &str, path: &str) -> Option<FieldViolation> {
 
 /// A list of workspace paths (`paths[i]`): none empty, each [`check_relative_path`].
 pub fn check_relative_paths(field: &str, paths: &[String]) -> Vec<FieldViolation> {
-    paths
-        .iter()
-        .enumerate()
-        .filter_map(|(index, path)| {
-            let field = format!("{field}[{index}]");
-            if path.is_empty() {
-                Some(FieldViolation::new(field, "must not be empty"))
-            } else {
-                check_relative_path(&field, path)
-            }
-        })
-        .collect()
+    check_each(field, paths, |index, path| {
+        let field = format!("{field}[{index}]");
+        if path.is_empty() {
+            Some(FieldViolation::new(field, "must not be empty"))
+        } else {
+            check_relative_path(&field, path)
+        }
+    })
 }
 
 #[cfg(test)]

@@ -47,7 +47,7 @@ impl SandboxManager {
         let mut notifications = self.events().subscribe();
         let mut last = match spec.after {
             Some(after) => {
-                self.store().check_resumable(PrunedLog::AuditEvents, after).await?;
+                self.store().check_resume_token(PrunedLog::AuditEvents, after).await?;
                 after
             }
             // From now on; never from before the pruning horizon, or a quiet tenant whose

@@ -19,6 +19,7 @@ pub struct ApiKeyRecord {
     pub description: String,
     pub created_at: DateTime<Utc>,
     pub revoked_at: Option<DateTime<Utc>>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -31,6 +32,7 @@ struct ApiKeyRow {
     description: String,
     created_at: DateTime<Utc>,
     revoked_at: Option<DateTime<Utc>>,
+    expires_at: Option<DateTime<Utc>>,
 }
 
 impl TryFrom<ApiKeyRow> for ApiKeyRecord {
@@ -46,6 +48,7 @@ impl TryFrom<ApiKeyRow> for ApiKeyRecord {
             description: row.description,
             created_at: row.created_at,
             revoked_at: row.revoked_at,
+            expires_at: row.expires_at,
         })
     }
 }
@@ -57,14 +60,25 @@ pub struct NewApiKey<'a> {
     pub key_hash: &'a [u8],
     pub key_prefix: &'a str,
     pub description: &'a str,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// The channel a key revocation is announced on, so every replica drops its key cache.
+pub const KEYS_CHANNEL: &str = "api_keys";
+
+/// A live (unrevoked, unexpired) key with a given public prefix; the caller compares the hash.
+pub struct KeyCandidate {
+    pub key_hash: [u8; 32],
+    pub principal: Principal,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Store {
     #[tracing::instrument(name = "store.api_keys.insert", skip_all, fields(tenant = %key.principal.tenant))]
     pub async fn insert_api_key(&self, key: NewApiKey<'_>) -> Result<()> {
         sqlx::query(
-            "INSERT INTO api_keys (id, tenant, subject, role, key_hash, key_prefix, description)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+            "INSERT INTO api_keys (id, tenant, subject, role, key_hash, key_prefix, description, expires_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .bind(key.id)
         .bind(&key.principal.tenant)
@@ -73,28 +87,42 @@ impl Store {
         .bind(key.key_hash)
         .bind(key.key_prefix)
         .bind(key.description)
+        .bind(key.expires_at)
         .execute(self.pool())
         .await?;
         Ok(())
     }
 
-    /// The principal of an unrevoked key with this hash.
-    #[tracing::instrument(name = "store.api_keys.principal_for_hash", skip_all)]
-    pub async fn principal_for_key_hash(&self, key_hash: &[u8]) -> Result<Option<Principal>> {
-        let row: Option<(String, String, String)> = sqlx::query_as(
-            "SELECT tenant, subject, role FROM api_keys WHERE key_hash = $1 AND revoked_at IS NULL",
+    /// The live keys whose public prefix is `prefix` (almost always one or none).
+    #[tracing::instrument(name = "store.api_keys.candidates", skip_all)]
+    pub async fn key_candidates(&self, prefix: &str) -> Result<Vec<KeyCandidate>> {
+        type Row = (Vec<u8>, String, String, String, Option<DateTime<Utc>>);
+        let rows: Vec<Row> = sqlx::query_as(
+            "SELECT key_hash, tenant, subject, role, expires_at FROM api_keys
+             WHERE key_prefix = $1 AND revoked_at IS NULL
+               AND (expires_at IS NULL OR expires_at > now())
+             LIMIT 16",
         )
-        .bind(key_hash)
-        .fetch_optional(self.pool())
+        .bind(prefix)
+        .fetch_all(self.pool())
         .await?;
-        row.map(|(tenant, subject, role)| Ok(Principal { tenant, subject, role: role.parse()? }))
-            .transpose()
+        rows.into_iter()
+            .filter_map(|(hash, tenant, subject, role, expires_at)| {
+                let key_hash = <[u8; 32]>::try_from(hash.as_slice()).ok()?;
+                Some(role.parse().map(|role| KeyCandidate {
+                    key_hash,
+                    principal: Principal { tenant, subject, role },
+                    expires_at,
+                }))
+            })
+            .collect()
     }
 
     /// Keys of one tenant, or of every tenant when `tenant` is `None`; newest first.
     pub async fn list_api_keys(&self, tenant: Option<&str>) -> Result<Vec<ApiKeyRecord>> {
         let rows = sqlx::query_as::<_, ApiKeyRow>(
-            "SELECT id, tenant, subject, role, key_prefix, description, created_at, revoked_at
+            "SELECT id, tenant, subject, role, key_prefix, description, created_at, revoked_at,
+                    expires_at
              FROM api_keys WHERE $1::text IS NULL OR tenant = $1
              ORDER BY created_at DESC, id DESC",
         )
@@ -104,14 +132,22 @@ impl Store {
         rows.into_iter().map(ApiKeyRecord::try_from).collect()
     }
 
-    /// Marks a key revoked; revoking twice is fine. False when no such key exists.
+    /// Marks a key revoked and tells every replica (NOTIFY at commit); revoking twice is
+    /// fine. False when no such key exists.
     pub async fn revoke_api_key(&self, id: Uuid) -> Result<bool> {
+        let mut tx = self.pool().begin().await?;
         let result = sqlx::query(
             "UPDATE api_keys SET revoked_at = coalesce(revoked_at, now()) WHERE id = $1",
         )
         .bind(id)
-        .execute(self.pool())
+        .execute(&mut *tx)
         .await?;
+        sqlx::query("SELECT pg_notify($1, $2)")
+            .bind(KEYS_CHANNEL)
+            .bind(id.to_string())
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
         Ok(result.rows_affected() == 1)
     }
 }

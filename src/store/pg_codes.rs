@@ -20,6 +20,10 @@ pub enum Condition {
     Timeout,
     /// The server is going away, refusing connections or out of them; retryable.
     Unavailable,
+    /// A value the database cannot store (a NUL character in text or JSON, a number or a
+    /// time out of range): the request's fault. Validation at the edge should have refused it
+    /// first; this is the backstop, so such a request is never INTERNAL.
+    BadValue,
     /// Anything else: a bug or an unexpected failure.
     Other,
 }
@@ -35,6 +39,9 @@ pub fn condition(code: &str) -> Condition {
         // database_dropped, and the whole connection_exception class
         "53300" | "57P01" | "57P02" | "57P03" | "57P04" => Condition::Unavailable,
         code if code.starts_with("08") => Condition::Unavailable,
+        // character_not_in_repertoire, untranslatable_character, numeric_value_out_of_range,
+        // datetime_field_overflow, invalid_text_representation, string_data_right_truncation
+        "22021" | "22P05" | "22003" | "22008" | "22P02" | "22001" => Condition::BadValue,
         _ => Condition::Other,
     }
 }
@@ -51,6 +58,7 @@ mod tests {
         assert_eq!(condition("57P01"), Condition::Unavailable);
         assert_eq!(condition("53300"), Condition::Unavailable);
         assert_eq!(condition("08006"), Condition::Unavailable);
+        assert_eq!(condition("22P05"), Condition::BadValue);
         assert_eq!(condition("23505"), Condition::Other);
     }
 }

@@ -334,6 +334,27 @@ impl Store {
         }
         Ok(())
     }
+
+    /// Checks a client's resume token before a watch starts: OUT_OF_RANGE as
+    /// [`Store::check_resumable`], and INVALID_ARGUMENT for a position the log never reached
+    /// (compared with the id sequence, which never goes back, even when pruning empties the
+    /// log), which only a forged token or one from another deployment can hold: accepting it
+    /// would stream nothing, silently, until the log caught up.
+    pub async fn check_resume_token(&self, log: PrunedLog, after: i64) -> Result<()> {
+        let issued: i64 = sqlx::query_scalar(
+            "SELECT coalesce(pg_sequence_last_value(pg_get_serial_sequence($1, 'id')), 0)",
+        )
+        .bind(log.table())
+        .fetch_one(self.pool())
+        .await?;
+        if after > issued {
+            return Err(crate::error::Error::invalid(
+                "resume_token",
+                "is ahead of this stream's log: it was not issued by this deployment",
+            ));
+        }
+        self.check_resumable(log, after).await
+    }
 }
 
 /// The logs behind resume tokens.

@@ -1,0 +1,139 @@
+//! A tower layer on the gRPC server: metadata over the configured size is refused with
+//! `RESOURCE_EXHAUSTED`, and tonic's message-size refusals get the same code and details.
+
+use std::{
+    pin::Pin,
+    task::{Context, Poll},
+};
+
+use futures::future::BoxFuture;
+use http::HeaderMap;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
+use tonic::{Code, Status, body::Body};
+use tower::{Layer, Service};
+
+use crate::error::Error;
+
+/// The HTTP/2 header-list limit the server advertises: requests between
+/// `server.max_metadata_bytes` and this reach [`WireLimits`] and get a gRPC answer; larger
+/// header blocks are refused by the HTTP/2 layer itself (a stream reset, or for a header block
+/// HTTP/2 cannot even buffer, the connection).
+pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 1024 * 1024;
+
+/// Builds [`WireLimits`] around the server's routes.
+#[derive(Debug, Clone, Copy)]
+pub struct WireLimitsLayer {
+    pub max_metadata_bytes: usize,
+}
+
+impl<S> Layer<S> for WireLimitsLayer {
+    type Service = WireLimits<S>;
+
+    fn layer(&self, inner: S) -> WireLimits<S> {
+        WireLimits { inner, max_metadata_bytes: self.max_metadata_bytes }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct WireLimits<S> {
+    inner: S,
+    max_metadata_bytes: usize,
+}
+
+impl<S, B> Service<http::Request<B>> for WireLimits<S>
+where
+    S: Service<http::Request<B>, Response = http::Response<Body>>,
+    S::Future: Send + 'static,
+    S::Error: Send + 'static,
+{
+    type Response = http::Response<Body>;
+    type Error = S::Error;
+    type Future = BoxFuture<'static, Result<http::Response<Body>, S::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let size = metadata_bytes(request.headers());
+        if size > self.max_metadata_bytes {
+            let error = Error::TooLarge {
+                reason: "METADATA_TOO_LARGE",
+                message: format!(
+                    "request metadata is {size} bytes; the limit is {} bytes",
+                    self.max_metadata_bytes
+                ),
+            };
+            return Box::pin(std::future::ready(Ok(Status::from(error).into_http())));
+        }
+        let response = self.inner.call(request);
+        Box::pin(async move {
+            let (mut parts, body) = response.await?.into_parts();
+            rewrite_size_refusal(&mut parts.headers);
+            Ok(http::Response::from_parts(parts, Body::new(TrailerRewrite { inner: body })))
+        })
+    }
+}
+
+/// The size of the request's headers as HTTP/2 counts them (name + value + 32 per entry).
+fn metadata_bytes(headers: &HeaderMap) -> usize {
+    headers.iter().map(|(name, value)| name.as_str().len() + value.len() + 32).sum()
+}
+
+/// Replaces tonic's `OUT_OF_RANGE` "message length too large" status (in trailers-only
+/// headers or in trailers) with `RESOURCE_EXHAUSTED` and our details.
+fn rewrite_size_refusal(headers: &mut HeaderMap) {
+    let Some(status) = Status::from_header_map(headers) else { return };
+    let tonic_refusal = status.code() == Code::OutOfRange
+        && status.details().is_empty()
+        && status.message().starts_with("Error, ")
+        && status.message().contains("message length too large");
+    if !tonic_refusal {
+        return;
+    }
+    let error = Error::TooLarge {
+        reason: "MESSAGE_TOO_LARGE",
+        message: status.message().trim_start_matches("Error, ").to_string(),
+    };
+    for name in [Status::GRPC_STATUS, Status::GRPC_MESSAGE, Status::GRPC_STATUS_DETAILS] {
+        headers.remove(name);
+    }
+    if let Err(error) = Status::from(error).add_header(headers) {
+        tracing::warn!(%error, "could not rewrite a message-size refusal");
+    }
+}
+
+/// A response body whose trailers pass through [`rewrite_size_refusal`].
+struct TrailerRewrite {
+    inner: Body,
+}
+
+impl HttpBody for TrailerRewrite {
+    type Data = <Body as HttpBody>::Data;
+    type Error = <Body as HttpBody>::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx).map(|frame| {
+            frame.map(|frame| {
+                frame.map(|frame| match frame.into_trailers() {
+                    Ok(mut trailers) => {
+                        rewrite_size_refusal(&mut trailers);
+                        Frame::trailers(trailers)
+                    }
+                    Err(frame) => frame,
+                })
+            })
+        })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
