@@ -300,7 +300,7 @@ async fn a_member_works_on_its_own_sandboxes_and_sees_no_others() {
     let listed =
         member.list_sandboxes(proto::ListSandboxesRequest::default()).await.unwrap().into_inner();
     let ids: Vec<_> = listed.sandboxes.iter().map(|s| s.sandbox_id.clone()).collect();
-    assert_eq!(ids, [own.sandbox_id.clone()], "only its own sandbox is listed");
+    assert_eq!(ids, std::slice::from_ref(&own.sandbox_id), "only its own sandbox is listed");
     let status = member.get_sandbox(common::by_id(&theirs.sandbox_id)).await.unwrap_err();
     assert_eq!(status.code(), Code::NotFound);
     // The owner sees both.
