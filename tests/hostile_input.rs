@@ -426,7 +426,18 @@ async fn undecodable_and_oversized_messages_get_their_own_codes() {
     assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
     assert_eq!(error_reason(&status), "MESSAGE_TOO_LARGE");
     assert!(status.message().contains(&limit.to_string()), "{}", status.message());
-    // One byte under the limit is decoded (and refused as a message, not for its size).
+    // The same in a client stream: the oversized message is refused with the same code.
+    let mut sync = app.sync(Some(&app.owner_key));
+    let oversized = proto::WriteFileRequest {
+        content: Some(proto::write_file_request::Content::Header(proto::WriteFileHeader {
+            sandbox_id: uuid::Uuid::now_v7().to_string(),
+            path: "p".repeat(limit + 1),
+        })),
+    };
+    let status = sync.write_file(futures::stream::iter([oversized])).await.expect_err("too large");
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(error_reason(&status), "MESSAGE_TOO_LARGE");
+    // Under the limit is decoded (and refused as a message, not for its size).
     let status = raw_call(&app, create, vec![0; limit - 16]).await;
     assert_ne!(status.code(), Code::ResourceExhausted, "{status:?}");
 }
