@@ -121,5 +121,7 @@ async fn messages_over_the_size_limit_are_rejected() {
         ..Default::default()
     };
     let status = app.owner().create_sandbox(request).await.unwrap_err();
-    assert_eq!(status.code(), Code::OutOfRange, "{status:?}");
+    // gRPC's code for a message over the limit, with our details (not tonic's bare OUT_OF_RANGE).
+    assert_eq!(status.code(), Code::ResourceExhausted, "{status:?}");
+    assert_eq!(common::error_reason(&status), "MESSAGE_TOO_LARGE");
 }
