@@ -42,7 +42,8 @@ fn a_renumbered_field_fails_the_compatibility_check() {
     copy_api(renumbered.path(), |text| {
         text.replace(field, &field.replace("sandbox_id = 1;", "sandbox_id = 9;"))
     });
-    let edited = std::fs::read_to_string(renumbered.path().join("proto/sandboxd/v1/sandbox.proto")).unwrap();
+    let edited =
+        std::fs::read_to_string(renumbered.path().join("proto/sandboxd/v1/sandbox.proto")).unwrap();
     assert!(edited.contains("sandbox_id = 9;"), "the change is in the copy");
     let (passed, output) = buf_breaking(renumbered.path());
     assert!(!passed, "a renumbered field must fail buf breaking");

@@ -1,5 +1,6 @@
 //! Clients in other languages and the command-line tools, against the real server: the Python
-//! example (stubs generated from proto/ at test time), `sandboxd keys`, and config validation.
+//! and TypeScript examples (stubs generated or loaded from proto/ at test time), `sandboxd
+//! keys`, and config validation.
 
 mod common;
 
@@ -54,6 +55,28 @@ async fn the_python_example_creates_gets_destroys_and_decodes_error_info() {
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
     assert!(stdout.contains("python client example: OK"), "{stdout}");
+}
+
+#[tokio::test]
+async fn the_typescript_example_creates_lists_watches_destroys_and_decodes_errors() {
+    let app = TestApp::spawn().await;
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/typescript");
+    assert!(
+        std::path::Path::new(example).join("node_modules/@grpc/grpc-js").exists(),
+        "clients/typescript has no node_modules: run `npm ci --prefix clients/typescript` (scripts/test does)"
+    );
+    // Compiled and run here, against this test's server (the stubs load proto/ at run time).
+    let output = tokio::process::Command::new("npm")
+        .args(["run", "--silent", "example", "--", "--target", &app.addr.to_string()])
+        .args(["--api-key", &app.owner_key])
+        .current_dir(example)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
+    assert!(stdout.contains("WatchSandboxes delivered:"), "{stdout}");
+    assert!(stdout.contains("typescript client example: OK"), "{stdout}");
 }
 
 #[tokio::test]
