@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Example sandboxd client: create, get and destroy a sandbox, then decode a rich gRPC error.
+"""Example sandboxd client: create and get a sandbox, route a guild to it, watch its lifecycle
+events on a stream while destroying it, then decode rich gRPC errors.
 
 The gRPC stubs are not committed; generate them into a directory and pass it with --stubs:
 
@@ -115,7 +116,7 @@ def run(args: argparse.Namespace) -> None:
     from google.protobuf import json_format
     from google.rpc import error_details_pb2
     from grpc_status import rpc_status
-    from sandboxd.v1 import sandbox_pb2, sandbox_pb2_grpc
+    from sandboxd.v1 import routing_pb2, routing_pb2_grpc, sandbox_pb2, sandbox_pb2_grpc
 
     state_name = sandbox_pb2.SandboxState.Name
     metadata = (("authorization", f"Bearer {args.api_key}"),)
@@ -126,6 +127,7 @@ def run(args: argparse.Namespace) -> None:
         except grpc.FutureTimeoutError:
             raise ExpectationFailed(f"cannot connect to {args.target}") from None
         client = sandbox_pb2_grpc.SandboxControlStub(channel)
+        routing = routing_pb2_grpc.GuildRoutingStub(channel)
 
         def call(method, request):
             return method(request, metadata=metadata, timeout=RPC_TIMEOUT_SECONDS)
@@ -159,6 +161,28 @@ def run(args: argparse.Namespace) -> None:
             )
             print(f"  state={state_name(got.state)}")
 
+            # Route a Discord guild to the sandbox, and resolve it as an event router would.
+            guild_id = str(10**17 + uuid.uuid4().int % 10**17)
+            print(f"RegisterGuild guild_id={guild_id}")
+            call(
+                routing.RegisterGuild,
+                routing_pb2.RegisterGuildRequest(guild_id=guild_id, sandbox_id=sandbox.sandbox_id),
+            )
+            route = call(routing.ResolveGuild, routing_pb2.ResolveGuildRequest(guild_id=guild_id))
+            expect(
+                route.route.sandbox_id == sandbox.sandbox_id,
+                f"the guild resolves to {route.route.sandbox_id!r}, not the sandbox",
+            )
+            print(f"  ResolveGuild → sandbox {route.route.sandbox_id} schema {route.route.schema}")
+
+            # Watch the sandbox's lifecycle events (a server stream) while destroying it.
+            watch = client.WatchSandboxes(
+                sandbox_pb2.WatchSandboxesRequest(sandbox_id=sandbox.sandbox_id),
+                metadata=metadata,
+                timeout=RPC_TIMEOUT_SECONDS,
+            )
+            watch.initial_metadata()  # the stream is open on the server
+
             print(f"DestroySandbox sandbox_id={sandbox.sandbox_id}")
             gone = call(
                 client.DestroySandbox,
@@ -172,6 +196,23 @@ def run(args: argparse.Namespace) -> None:
                 f"destroyed sandbox is {state_name(gone.state)}, expected SANDBOX_STATE_DESTROYED",
             )
             print(f"  state={state_name(gone.state)}")
+            seen = []
+            for response in watch:
+                seen.append(state_name(response.event.sandbox.state))
+                if response.event.sandbox.state == sandbox_pb2.SANDBOX_STATE_DESTROYED:
+                    break
+            watch.cancel()
+            expect(
+                seen[-1:] == ["SANDBOX_STATE_DESTROYED"],
+                f"the watch delivered {seen}, not the destroy",
+            )
+            print(f"  WatchSandboxes delivered: {' → '.join(seen)}")
+            route = call(routing.ResolveGuild, routing_pb2.ResolveGuildRequest(guild_id=guild_id))
+            expect(
+                route.route.sandbox_id == "",
+                "the destroyed sandbox's guild falls back to the default route",
+            )
+            print("  ResolveGuild → the default (production) route")
         finally:
             if not destroyed:
                 try:
