@@ -35,6 +35,14 @@ enum Command {
         #[arg(long)]
         listen: Option<SocketAddr>,
     },
+    /// Load and validate the configuration as `serve` would (file, `SANDBOXD_*` variables,
+    /// flags), print whether it is valid, and exit; connects to nothing. For checking a
+    /// deployment's settings before rolling it out.
+    CheckConfig {
+        /// Address to listen on, as for `serve`.
+        #[arg(long)]
+        listen: Option<SocketAddr>,
+    },
     /// Apply database migrations and exit (serve applies them too).
     Migrate,
     /// One-command local run on throwaway PostgreSQL, Redis and S3 (or DATABASE_URL / REDIS_URL).
@@ -167,6 +175,14 @@ async fn run_command(mut config: Config, command: Command) -> anyhow::Result<()>
             let server = crate::server::start(config).await?;
             crate::cancel_on_signal(server.shutdown_token());
             server.wait().await
+        }
+        Command::CheckConfig { listen } => {
+            if let Some(listen) = listen {
+                config.server.listen = listen;
+            }
+            config.validate()?;
+            println!("configuration is valid (listen {})", config.server.listen);
+            Ok(())
         }
         Command::Migrate => {
             config.validate()?;

@@ -54,7 +54,9 @@ async fn the_python_example_creates_gets_destroys_and_decodes_error_info() {
         .unwrap();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(output.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&output.stderr));
-    for step in ["ResolveGuild → sandbox", "WatchSandboxes delivered:", "default (production) route"] {
+    for step in
+        ["ResolveGuild → sandbox", "WatchSandboxes delivered:", "default (production) route"]
+    {
         assert!(stdout.contains(step), "{step:?} missing: {stdout}");
     }
     assert!(stdout.contains("python client example: OK"), "{stdout}");
