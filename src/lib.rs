@@ -20,6 +20,7 @@ pub mod lock;
 pub mod objectstore;
 pub mod pool;
 pub mod proto;
+pub mod rate_limit;
 mod readiness;
 pub mod reconcile;
 pub mod router;
@@ -31,6 +32,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod tls;
 pub mod workspace;
 
 /// Resolves on SIGINT or SIGTERM.

@@ -152,7 +152,7 @@ pub async fn run(
         config.server.listen = listen;
     }
     config.validate()?;
-    crate::store::ensure_database(config.database.url.expose()).await?;
+    crate::store::ensure_database(&config.database).await?;
 
     let server = crate::server::start(config).await?;
     let token = server.shutdown_token();
