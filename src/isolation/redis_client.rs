@@ -94,6 +94,7 @@ impl RedisClient {
                     .response_timeout(config.timeout)
                     .tcp_settings(redis_pool::tcp_settings());
                 if let Some(certificates) = super::redis_tls::certificates(config)? {
+                    crate::tls::install_crypto_provider();
                     builder = builder.certs(certificates);
                 }
                 let client = builder

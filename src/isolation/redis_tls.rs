@@ -34,7 +34,11 @@ pub fn client(
     certificates: Option<TlsCertificates>,
 ) -> anyhow::Result<redis::Client> {
     let client = match certificates {
-        Some(certificates) => redis::Client::build_with_tls(info, certificates),
+        Some(certificates) => {
+            // redis-rs builds its rustls configuration with the process default provider.
+            crate::tls::install_crypto_provider();
+            redis::Client::build_with_tls(info, certificates)
+        }
         None => redis::Client::open(info),
     };
     client.map_err(|error| anyhow::anyhow!("invalid redis.url or [redis.tls]: {error}"))

@@ -100,3 +100,48 @@ impl crate::config::Config {
         problems
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(toml: &str) -> Config {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sandboxd.toml");
+        std::fs::write(&path, toml).unwrap();
+        Config::load(Some(&path)).unwrap()
+    }
+
+    #[test]
+    fn plaintext_is_refused_off_loopback_unless_allowed_or_tls_is_set() {
+        let mut config = Config::default();
+        assert!(config.transport_problems().is_empty(), "loopback plaintext is fine");
+        config.server.listen = "0.0.0.0:50051".parse().unwrap();
+        let problems = config.transport_problems();
+        assert!(problems.iter().any(|p| p.contains("allow_plaintext")), "{problems:?}");
+        config.server.allow_plaintext = true;
+        assert!(config.transport_problems().is_empty());
+
+        let with_tls = load(
+            "[server]\nlisten = \"0.0.0.0:50051\"\n[server.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+        );
+        assert!(with_tls.transport_problems().is_empty(), "{:?}", with_tls.transport_problems());
+        let tls = with_tls.server.tls.expect("[server.tls] parsed");
+        assert_eq!(tls.reload_interval, std::time::Duration::from_secs(5));
+        assert!(tls.client_ca_file.is_none());
+    }
+
+    #[test]
+    fn tls_tables_parse_and_are_checked() {
+        let config = load(
+            "[database.tls]\nca_file = \"/ca.pem\"\ncert_file = \"/c.pem\"\n\
+             [redis]\nurl = \"redis://127.0.0.1:6379\"\n[redis.tls]\nca_file = \"/ca.pem\"\n\
+             [rate_limit.member]\nper_second = 5\nburst = 10\n",
+        );
+        let problems = config.transport_problems();
+        assert!(problems.iter().any(|p| p.contains("database.tls.cert_file and")), "{problems:?}");
+        assert!(problems.iter().any(|p| p.contains("not rediss://")), "{problems:?}");
+        assert_eq!(config.rate_limit.member.map(|limit| limit.burst), Some(Some(10)));
+        assert!(config.rate_limit.owner.is_none(), "roles without a table are unlimited");
+    }
+}
