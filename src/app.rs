@@ -15,11 +15,11 @@ use crate::{
     events::EventHub,
     git::GitRemotes,
     isolation::{RedisNamespace, redis_client::RedisClient},
-    rate_limit::RateLimiter,
     lock::{
         Locks,
         audit::{LockAudit, LockAuditWriter},
     },
+    rate_limit::RateLimiter,
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     runtime::Runtimes,

@@ -10,7 +10,7 @@
 
 use std::{
     collections::HashMap,
-    hash::{BuildHasher, Hash, Hasher, RandomState},
+    hash::{BuildHasher, RandomState},
     sync::Mutex,
     time::Duration,
 };
@@ -134,9 +134,7 @@ impl RateLimiter {
             subject: principal.subject.clone(),
             role: principal.role,
         };
-        let mut hasher = self.hasher.build_hasher();
-        key.hash(&mut hasher);
-        let shard = &self.shards[(hasher.finish() as usize) % SHARDS];
+        let shard = &self.shards[(self.hasher.hash_one(&key) as usize) % SHARDS];
         let now = Instant::now();
         let mut shard = shard.lock().expect("rate limit shard poisoned");
         if now.saturating_duration_since(shard.last_sweep) >= SWEEP_EVERY {

@@ -236,7 +236,10 @@ async fn a_server_certificate_from_another_ca_is_refused_as_a_certificate_proble
 }
 
 /// Runs the real `sandboxd migrate` against the private PostgreSQL, trusting `ca_file`.
-async fn sandboxd_migrate(backends: &TlsBackends, ca_file: &std::path::Path) -> std::process::Output {
+async fn sandboxd_migrate(
+    backends: &TlsBackends,
+    ca_file: &std::path::Path,
+) -> std::process::Output {
     let database = backends.database(ca_file);
     tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxd"))
         .arg("migrate")

@@ -41,7 +41,8 @@ impl TlsFixture {
         let ca = TestCa::new("sandboxd test CA");
         let dir = tempfile::tempdir().unwrap();
         let (cert_file, key_file) = ca.server_cert(1).write(dir.path(), "server");
-        let client_ca_file = client_ca.map(|client_ca| client_ca.write(dir.path(), "client-ca.crt"));
+        let client_ca_file =
+            client_ca.map(|client_ca| client_ca.write(dir.path(), "client-ca.crt"));
         let mut tls = ServerTlsConfig {
             cert_file: cert_file.clone(),
             key_file: key_file.clone(),

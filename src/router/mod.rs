@@ -54,8 +54,7 @@ pub async fn start(config: RouterConfig) -> anyhow::Result<RunningRouter> {
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let js = async_nats::jetstream::new(nats.clone());
     let consumer = consume::bind(&js, &config).await?;
-    let client =
-        watch::client(
+    let client = watch::client(
         &config.sandboxd_addr,
         &config.sandboxd_tls,
         config.api_key.expose(),

@@ -8,11 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use futures::StreamExt;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    Code, Status,
-    service::interceptor::InterceptedService,
-    transport::Channel,
-};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 use uuid::Uuid;
 
 use super::cache::RouteCache;

@@ -32,14 +32,16 @@ pub fn endpoint(addr: &str, tls: &GrpcClientTls) -> anyhow::Result<Endpoint> {
     if tls.any() && !https {
         bail!("TLS certificates are given but the address {addr:?} is not https://");
     }
-    let endpoint =
-        Endpoint::from_shared(addr.to_string()).with_context(|| format!("invalid address {addr:?}"))?;
+    let endpoint = Endpoint::from_shared(addr.to_string())
+        .with_context(|| format!("invalid address {addr:?}"))?;
     if !https {
         return Ok(endpoint);
     }
     let mut config = ClientTlsConfig::new();
     config = match &tls.ca_file {
-        Some(path) => config.ca_certificate(Certificate::from_pem(super::pem::read("CA file", path)?)),
+        Some(path) => {
+            config.ca_certificate(Certificate::from_pem(super::pem::read("CA file", path)?))
+        }
         None => config.with_native_roots(),
     };
     match (&tls.cert_file, &tls.key_file) {

@@ -20,9 +20,7 @@ pub(crate) fn certificates_from(
 ) -> anyhow::Result<Vec<CertificateDer<'static>>> {
     let certificates = CertificateDer::pem_slice_iter(bytes)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|error| {
-            anyhow::anyhow!("{setting} {}: not valid PEM: {error}", path.display())
-        })?;
+        .map_err(|error| anyhow::anyhow!("{setting} {}: not valid PEM: {error}", path.display()))?;
     if certificates.is_empty() {
         bail!("{setting} {}: no CERTIFICATE block found", path.display());
     }
@@ -52,7 +50,11 @@ pub fn roots(setting: &str, path: &Path) -> anyhow::Result<RootCertStore> {
     roots_from(setting, path, &bytes)
 }
 
-pub(crate) fn roots_from(setting: &str, path: &Path, bytes: &[u8]) -> anyhow::Result<RootCertStore> {
+pub(crate) fn roots_from(
+    setting: &str,
+    path: &Path,
+    bytes: &[u8],
+) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
     for certificate in certificates_from(setting, path, bytes)? {
         roots.add(certificate).map_err(|error| {

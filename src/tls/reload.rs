@@ -66,7 +66,8 @@ impl FileSet {
     }
 
     fn server_config(&self, settings: &ServerTlsConfig) -> anyhow::Result<ServerConfig> {
-        let certs = pem::certificates_from("server.tls.cert_file", &settings.cert_file, &self.cert)?;
+        let certs =
+            pem::certificates_from("server.tls.cert_file", &settings.cert_file, &self.cert)?;
         let key = pem::private_key_from("server.tls.key_file", &settings.key_file, &self.key)?;
         let provider = super::provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
@@ -136,7 +137,10 @@ impl ReloadingTls {
             Ok(files) => files,
             Err(error) => {
                 // A file being replaced may be missing for a moment: the next check sees it.
-                tracing::error!(error = format!("{error:#}"), "TLS reload failed; still serving the previous certificate");
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "TLS reload failed; still serving the previous certificate"
+                );
                 self.refused.fetch_add(1, Ordering::AcqRel);
                 return ReloadOutcome::Refused;
             }
@@ -157,7 +161,10 @@ impl ReloadingTls {
                 ReloadOutcome::Reloaded
             }
             Err(error) => {
-                tracing::error!(error = format!("{error:#}"), "TLS reload failed; still serving the previous certificate");
+                tracing::error!(
+                    error = format!("{error:#}"),
+                    "TLS reload failed; still serving the previous certificate"
+                );
                 self.refused.fetch_add(1, Ordering::AcqRel);
                 ReloadOutcome::Refused
             }
