@@ -237,6 +237,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             // Without TCP_NODELAY, small responses wait on Nagle's algorithm and delayed ACKs
             // (~40 ms).
             let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            background.push(crate::tls::reload::spawn_hangup_notice(shutdown.clone()));
             tokio::spawn(async move {
                 router
                     .serve_with_incoming_shutdown(incoming, drain_signal)

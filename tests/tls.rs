@@ -128,7 +128,7 @@ async fn health_check(channel: Channel) -> Result<ServingStatus, tonic::Status> 
 }
 
 #[tokio::test]
-async fn clients_trusting_the_ca_are_served_plaintext_and_other_cas_are_refused() {
+async fn clients_trusting_the_ca_are_served_while_plaintext_and_other_cas_are_refused() {
     let fixture = TlsFixture::start(None, |_| {}).await;
     let channel = fixture.channel(&fixture.ca_file(), None).await.expect("TLS connection");
     wait_serving(channel.clone()).await;
@@ -260,4 +260,19 @@ async fn a_client_stalled_in_its_handshake_neither_blocks_others_nor_stays_conne
         matches!(closed, Ok(Ok(0)) | Ok(Err(_))),
         "the stalled client is disconnected after the handshake timeout: {closed:?}"
     );
+}
+
+#[tokio::test]
+async fn sighup_to_a_plaintext_server_is_harmless() {
+    let app = TestApp::spawn().await;
+    let status = tokio::process::Command::new("kill")
+        .args(["-HUP", &std::process::id().to_string()])
+        .status()
+        .await
+        .unwrap();
+    assert!(status.success(), "the signal was sent (its default action would end this process)");
+    // A round trip after the signal has certainly been handled: the process and server live on.
+    app.wait_for_health("", ServingStatus::Serving).await;
+    let templates = app.owner().list_templates(sandboxd::proto::ListTemplatesRequest {}).await;
+    assert!(templates.is_ok(), "{templates:?}");
 }

@@ -57,17 +57,17 @@ impl ClientTlsConfig {
         if let Some(path) = &self.ca_file {
             let setting = format!("{section}.tls.ca_file");
             let bytes = pem::read(&setting, path)?;
-            pem::roots_from(&setting, path, &bytes)?;
+            pem::roots(&setting, path, &bytes)?;
             files.ca = Some(bytes);
         }
         if let (Some(cert), Some(key)) = (&self.cert_file, &self.key_file) {
             let cert_setting = format!("{section}.tls.cert_file");
             let bytes = pem::read(&cert_setting, cert)?;
-            pem::certificates_from(&cert_setting, cert, &bytes)?;
+            pem::certificates(&cert_setting, cert, &bytes)?;
             files.client_cert = Some(bytes);
             let key_setting = format!("{section}.tls.key_file");
             let bytes = pem::read(&key_setting, key)?;
-            pem::private_key_from(&key_setting, key, &bytes)?;
+            pem::private_key(&key_setting, key, &bytes)?;
             let text = String::from_utf8(bytes)
                 .map_err(|_| anyhow::anyhow!("{key_setting} {}: not PEM text", key.display()))?;
             files.client_key = Some(crate::secret::Secret::new(text));

@@ -1,5 +1,5 @@
-//! Reading certificates and private keys from PEM files, with errors that name the file and the
-//! problem but never print what a key file contains.
+//! Reading certificates and private keys from PEM files, with errors that name the setting, the
+//! file and the problem but never print what a key file contains.
 
 use std::path::Path;
 
@@ -7,13 +7,13 @@ use anyhow::{Context, bail};
 use rustls::RootCertStore;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject};
 
-/// Every certificate in `path` (a chain: the leaf first).
-pub fn certificates(setting: &str, path: &Path) -> anyhow::Result<Vec<CertificateDer<'static>>> {
-    let bytes = read(setting, path)?;
-    certificates_from(setting, path, &bytes)
+/// The bytes of a PEM file.
+pub fn read(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
 }
 
-pub(crate) fn certificates_from(
+/// Every certificate in `bytes`, read from `path` (a chain: the leaf first).
+pub fn certificates(
     setting: &str,
     path: &Path,
     bytes: &[u8],
@@ -27,13 +27,8 @@ pub(crate) fn certificates_from(
     Ok(certificates)
 }
 
-/// The private key in `path` (PKCS#8, PKCS#1 or SEC1).
-pub fn private_key(setting: &str, path: &Path) -> anyhow::Result<PrivateKeyDer<'static>> {
-    let bytes = read(setting, path)?;
-    private_key_from(setting, path, &bytes)
-}
-
-pub(crate) fn private_key_from(
+/// The private key in `bytes` (PKCS#8, PKCS#1 or SEC1), read from `path`.
+pub fn private_key(
     setting: &str,
     path: &Path,
     bytes: &[u8],
@@ -44,27 +39,13 @@ pub(crate) fn private_key_from(
     })
 }
 
-/// A trust store of the CA certificates in `path`.
-pub fn roots(setting: &str, path: &Path) -> anyhow::Result<RootCertStore> {
-    let bytes = read(setting, path)?;
-    roots_from(setting, path, &bytes)
-}
-
-pub(crate) fn roots_from(
-    setting: &str,
-    path: &Path,
-    bytes: &[u8],
-) -> anyhow::Result<RootCertStore> {
+/// A trust store of the CA certificates in `bytes`, read from `path`.
+pub fn roots(setting: &str, path: &Path, bytes: &[u8]) -> anyhow::Result<RootCertStore> {
     let mut roots = RootCertStore::empty();
-    for certificate in certificates_from(setting, path, bytes)? {
+    for certificate in certificates(setting, path, bytes)? {
         roots.add(certificate).map_err(|error| {
             anyhow::anyhow!("{setting} {}: not a usable CA certificate: {error}", path.display())
         })?;
     }
     Ok(roots)
-}
-
-/// The bytes of a PEM file.
-pub fn read(setting: &str, path: &Path) -> anyhow::Result<Vec<u8>> {
-    std::fs::read(path).with_context(|| format!("{setting}: cannot read {}", path.display()))
 }

@@ -66,16 +66,15 @@ impl FileSet {
     }
 
     fn server_config(&self, settings: &ServerTlsConfig) -> anyhow::Result<ServerConfig> {
-        let certs =
-            pem::certificates_from("server.tls.cert_file", &settings.cert_file, &self.cert)?;
-        let key = pem::private_key_from("server.tls.key_file", &settings.key_file, &self.key)?;
+        let certs = pem::certificates("server.tls.cert_file", &settings.cert_file, &self.cert)?;
+        let key = pem::private_key("server.tls.key_file", &settings.key_file, &self.key)?;
         let provider = super::provider();
         let builder = ServerConfig::builder_with_provider(provider.clone())
             .with_safe_default_protocol_versions()
             .context("setting up TLS")?;
         let builder = match (&settings.client_ca_file, &self.client_ca) {
             (Some(path), Some(bytes)) => {
-                let roots = pem::roots_from("server.tls.client_ca_file", path, bytes)?;
+                let roots = pem::roots("server.tls.client_ca_file", path, bytes)?;
                 let verifier =
                     WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
                         .build()
@@ -195,6 +194,22 @@ impl ReloadingTls {
             self.reload(force);
         }
     }
+}
+
+/// Without `[server.tls]` there is nothing to reload: SIGHUP is logged instead of ending the
+/// process (its default action), so a reload sent by habit does not take the server down.
+pub fn spawn_hangup_notice(shutdown: CancellationToken) -> tokio::task::JoinHandle<()> {
+    let mut hangup = hangup_signal();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                Some(()) = next_hangup(&mut hangup) => {
+                    tracing::info!("SIGHUP: nothing to reload ([server.tls] is not set)");
+                }
+            }
+        }
+    })
 }
 
 type Hangup = Option<tokio::signal::unix::Signal>;
