@@ -125,6 +125,7 @@ pub(crate) struct Connection {
     bearer: Bearer,
     /// For clients that open their own connections (the router benchmark runs a router).
     addr: String,
+    tls: crate::tls::grpc_client::GrpcClientTls,
     api_key: crate::config::Secret,
 }
 
@@ -135,6 +136,11 @@ impl Connection {
 
     pub(crate) fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The TLS files the connection was made with (`--tls-ca`, `--tls-cert`, `--tls-key`).
+    pub(crate) fn tls(&self) -> &crate::tls::grpc_client::GrpcClientTls {
+        &self.tls
     }
 
     pub(crate) fn api_key(&self) -> &crate::config::Secret {
@@ -187,7 +193,7 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
         .with_context(|| format!("cannot connect to sandboxd at {}", cli.addr))?;
     let bearer = Bearer::new(cli.api_key.as_deref())?;
     let api_key = crate::config::Secret::new(cli.api_key.clone().unwrap_or_default());
-    Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), api_key })
+    Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), tls, api_key })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
