@@ -19,6 +19,7 @@ use crate::{
         Locks,
         audit::{LockAudit, LockAuditWriter},
     },
+    rate_limit::RateLimiter,
     reconcile::Replica,
     routing::{RoutingService, RoutingTable},
     runtime::Runtimes,
@@ -39,6 +40,8 @@ pub struct App {
     /// Its writer, taken (once) by the server to run.
     pub lock_audit_writer: std::sync::Mutex<Option<LockAuditWriter>>,
     pub auth: Authenticator,
+    /// Calls per principal, per role's limit (this replica's share).
+    pub rate_limits: RateLimiter,
     pub sandboxes: SandboxManager,
     pub routing: RoutingService,
     pub templates: Arc<TemplateCatalog>,
@@ -60,6 +63,7 @@ struct Readiness {
 impl App {
     /// Builds everything without touching the network; the readiness task connects later.
     pub fn build(config: Config) -> anyhow::Result<Arc<Self>> {
+        crate::tls::install_crypto_provider();
         let templates =
             Arc::new(TemplateCatalog::load_dir(&config.templates.dir, &config.sandbox)?);
         let store = Store::connect_lazy(&config.database)?;
@@ -72,6 +76,7 @@ impl App {
         let routes = Arc::new(RoutingTable::default());
         let locks = Locks::new(redis.clone());
         let (lock_audit, lock_audit_writer) = LockAudit::new();
+        let rate_limits = RateLimiter::new(config.rate_limit.clone());
         let sandboxes = SandboxManager {
             store: store.clone(),
             redis: redis.clone(),
@@ -106,6 +111,7 @@ impl App {
             lock_audit_writer: std::sync::Mutex::new(Some(lock_audit_writer)),
             redis,
             auth,
+            rate_limits,
             sandboxes,
             routing,
             templates,
@@ -155,7 +161,9 @@ impl App {
                 "sandboxd is not ready: PostgreSQL or Redis is not answering; retry shortly",
             ));
         }
-        self.auth.authenticate(request.metadata()).await
+        let principal = self.auth.authenticate(request.metadata()).await?;
+        self.rate_limits.check(&principal)?;
+        Ok(principal)
     }
 
     /// Authenticates the caller of a routing RPC served from memory (resolves): works while
@@ -167,7 +175,9 @@ impl App {
                 "the routing table is not loaded yet, or PostgreSQL has been unreachable for longer than routing.max_staleness; retry shortly",
             ));
         }
-        self.auth.authenticate(request.metadata()).await
+        let principal = self.auth.authenticate(request.metadata()).await?;
+        self.rate_limits.check(&principal)?;
+        Ok(principal)
     }
 
     /// Checks every template's SQL against PostgreSQL and records the tables each creates.

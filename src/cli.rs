@@ -166,7 +166,7 @@ async fn run_command(mut config: Config, command: Command) -> anyhow::Result<()>
             tracing::info!(database = %config.database.url, redis = %config.redis.url, "starting sandboxd");
             // The server starts even when PostgreSQL is down (health says NOT_SERVING until it
             // answers), so a failure here is only worth a warning.
-            if let Err(error) = store::ensure_database(config.database.url.expose()).await {
+            if let Err(error) = store::ensure_database(&config.database).await {
                 tracing::warn!(
                     error = format!("{error:#}"),
                     "could not check or create the database"
@@ -186,7 +186,7 @@ async fn run_command(mut config: Config, command: Command) -> anyhow::Result<()>
         }
         Command::Migrate => {
             config.validate()?;
-            store::ensure_database(config.database.url.expose()).await?;
+            store::ensure_database(&config.database).await?;
             let store = Store::connect_lazy(&config.database)?;
             store.migrate().await?;
             println!("migrations applied to {}", config.database.url);

@@ -32,6 +32,7 @@ pub struct Config {
     pub git: crate::git::settings::GitSettings,
     /// `sandboxd route-events` only.
     pub router: crate::router::config::RouterConfig,
+    pub rate_limit: crate::rate_limit::RateLimitConfig,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -55,6 +56,11 @@ pub struct ServerConfig {
     /// RPC answers RESOURCE_EXHAUSTED (`METADATA_TOO_LARGE`). At most 1 MiB, the header-list
     /// limit the server advertises to HTTP/2 clients.
     pub max_metadata_bytes: usize,
+    /// TLS (and mTLS with a client CA) for the gRPC listener; unset: plaintext.
+    pub tls: Option<crate::tls::ServerTlsConfig>,
+    /// Serve plaintext on a non-loopback `listen` address (e.g. behind a mesh sidecar that
+    /// terminates mTLS). Without it and without `[server.tls]`, such an address is refused.
+    pub allow_plaintext: bool,
 }
 
 impl Default for ServerConfig {
@@ -67,6 +73,8 @@ impl Default for ServerConfig {
             readiness_interval: Duration::from_secs(2),
             concurrency_limit_per_connection: 256,
             max_metadata_bytes: 16 * 1024,
+            tls: None,
+            allow_plaintext: false,
         }
     }
 }
@@ -82,6 +90,8 @@ pub struct DatabaseConfig {
     /// Per-statement limit set on every connection (`statement_timeout`).
     #[serde(with = "humantime_serde")]
     pub statement_timeout: Duration,
+    /// TLS to PostgreSQL; see `store::connect` for how `sslmode` is decided.
+    pub tls: crate::tls::client::ClientTlsConfig,
 }
 
 impl Default for DatabaseConfig {
@@ -91,6 +101,7 @@ impl Default for DatabaseConfig {
             max_connections: 20,
             acquire_timeout: Duration::from_secs(5),
             statement_timeout: Duration::from_secs(30),
+            tls: Default::default(),
         }
     }
 }
@@ -109,6 +120,8 @@ pub struct RedisConfig {
     /// Prefix of sandboxd's own keys (locks, caches). Sandbox keys always live under
     /// `sandbox:{<uuid>}:`, which is unique per sandbox.
     pub key_prefix: String,
+    /// Files for a `rediss://` URL (TLS, always verified).
+    pub tls: crate::tls::client::ClientTlsConfig,
 }
 
 impl Default for RedisConfig {
@@ -119,6 +132,7 @@ impl Default for RedisConfig {
             pool_size: 32,
             timeout: Duration::from_secs(2),
             key_prefix: "sandboxd:".into(),
+            tls: Default::default(),
         }
     }
 }
@@ -424,9 +438,12 @@ impl Config {
         {
             problems.push("database.url must start with postgres:// or postgresql://".to_string());
         }
-        if !self.redis.url.expose().starts_with("redis://") {
-            problems.push("redis.url must start with redis://".to_string());
+        let redis_url = self.redis.url.expose();
+        if !redis_url.starts_with("redis://") && !redis_url.starts_with("rediss://") {
+            problems.push("redis.url must start with redis:// or rediss:// (TLS)".to_string());
         }
+        problems.extend(self.transport_problems());
+        problems.extend(self.rate_limit.problems());
         let positive = [
             ("database.max_connections", self.database.max_connections as usize),
             ("redis.pool_size", self.redis.pool_size),

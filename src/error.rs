@@ -105,6 +105,10 @@ pub enum Error {
     /// A quota or limit would be exceeded.
     #[error("{message}")]
     QuotaExceeded { subject: String, message: String },
+    /// The caller made more calls than its role's rate limit allows; retryable after
+    /// `retry_after` (sent as `google.rpc.RetryInfo`).
+    #[error("rate limit of role {role} exceeded; retry in {} ms", .retry_after.as_millis())]
+    RateLimited { role: &'static str, retry_after: std::time::Duration },
     /// The resource is in a state that does not allow the operation.
     #[error("{message}")]
     FailedPrecondition { reason: &'static str, message: String },
@@ -210,6 +214,12 @@ impl Error {
             Error::QuotaExceeded { subject, message: description } => {
                 let mut details = error_info("QUOTA_EXCEEDED", HashMap::new());
                 details.add_quota_failure_violation(subject, description);
+                Status::with_error_details(Code::ResourceExhausted, message, details)
+            }
+            Error::RateLimited { role, retry_after } => {
+                let metadata = HashMap::from([("role".into(), role.into())]);
+                let mut details = error_info("RATE_LIMITED", metadata);
+                details.set_retry_info(Some(retry_after));
                 Status::with_error_details(Code::ResourceExhausted, message, details)
             }
             Error::FailedPrecondition { reason, .. } => {

@@ -21,6 +21,7 @@ pub mod lock;
 pub mod objectstore;
 pub mod pool;
 pub mod proto;
+pub mod rate_limit;
 mod readiness;
 pub mod reconcile;
 pub mod router;
@@ -32,6 +33,7 @@ pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod template;
+pub mod tls;
 pub mod wire;
 pub mod workspace;
 

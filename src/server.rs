@@ -21,6 +21,7 @@ use crate::{
     reconcile::Reconciler,
     store::{api_keys::KEYS_CHANNEL, routes::ROUTES_CHANNEL},
     template::RuntimeKind,
+    tls::{ReloadingTls, TlsIncoming},
     wire::limits::{HTTP2_MAX_HEADER_LIST_BYTES, WireLimitsLayer},
 };
 
@@ -30,6 +31,8 @@ pub use crate::readiness::SERVICE_NAMES;
 pub struct RunningServer {
     pub local_addr: SocketAddr,
     pub app: Arc<App>,
+    /// The listener's certificates, when `[server.tls]` is set.
+    pub tls: Option<Arc<ReloadingTls>>,
     shutdown: CancellationToken,
     grace: Duration,
     serve: JoinHandle<anyhow::Result<()>>,
@@ -117,6 +120,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .with_context(|| format!("binding {}", config.server.listen))?;
     let local_addr = listener.local_addr()?;
     let grace = config.server.shutdown_grace;
+    let tls = match &config.server.tls {
+        Some(settings) => Some(Arc::new(ReloadingTls::load(settings.clone())?)),
+        None => None,
+    };
     let app = App::build(config)?;
     if app.templates.iter().any(|template| template.runtime == RuntimeKind::Process) {
         app.sandboxes.runtimes().process().check().await?;
@@ -233,18 +240,37 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
             set_all(&reporter, ServingStatus::NotServing).await;
         }
     };
-    // Without TCP_NODELAY, small responses wait on Nagle's algorithm and delayed ACKs (~40 ms).
-    let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
-    let serve = tokio::spawn(async move {
-        router
-            .serve_with_incoming_shutdown(incoming, drain_signal)
-            .await
-            .context("gRPC server failed")
-    });
-    tracing::info!(%local_addr, "sandboxd listening");
+    let serve = match &tls {
+        None => {
+            // Without TCP_NODELAY, small responses wait on Nagle's algorithm and delayed ACKs
+            // (~40 ms).
+            let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+            background.push(crate::tls::reload::spawn_hangup_notice(shutdown.clone()));
+            tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, drain_signal)
+                    .await
+                    .context("gRPC server failed")
+            })
+        }
+        Some(tls) => {
+            let (incoming, accept) = TlsIncoming::start(listener, tls.clone(), shutdown.clone());
+            background.push(accept);
+            background.push(tls.clone().spawn(shutdown.clone()));
+            tokio::spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(incoming, drain_signal)
+                    .await
+                    .context("gRPC server failed")
+            })
+        }
+    };
+    let mtls = tls.as_ref().is_some_and(|tls| tls.requires_client_certificates());
+    tracing::info!(%local_addr, tls = tls.is_some(), mtls, "sandboxd listening");
     Ok(RunningServer {
         local_addr,
         app,
+        tls,
         shutdown,
         grace,
         serve,

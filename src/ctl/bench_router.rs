@@ -274,6 +274,7 @@ pub async fn run(connection: &Connection, args: RouterArgs, json: bool) -> anyho
     let ns = format!("bench{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
     let template = RouterConfig {
         sandboxd_addr: connection.addr().to_string(),
+        sandboxd_tls: connection.tls().clone(),
         api_key: connection.api_key().clone(),
         nats_url: SecretUrl::new(args.nats.clone()),
         dead_letter_subject: format!("{ns}.dead-letter"),

@@ -40,7 +40,7 @@ use crate::proto::{
 #[derive(Parser)]
 #[command(name = "sandboxctl", version, about = "Client CLI for sandboxd")]
 struct Cli {
-    /// sandboxd address.
+    /// sandboxd address: http:// (plaintext) or https:// (TLS).
     #[arg(long, global = true, env = "SANDBOXD_ADDR", default_value = "http://127.0.0.1:50051")]
     addr: String,
     /// API key (sent as `authorization: Bearer <key>`).
@@ -49,6 +49,15 @@ struct Cli {
     /// Print JSON instead of a human-readable view.
     #[arg(long, global = true)]
     json: bool,
+    /// PEM CA certificates trusted for an https:// address [default: the system's].
+    #[arg(long, global = true, env = "SANDBOXD_TLS_CA", value_name = "FILE")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate, for a server that requires mTLS (with --tls-key).
+    #[arg(long, global = true, env = "SANDBOXD_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "SANDBOXD_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -116,6 +125,7 @@ pub(crate) struct Connection {
     bearer: Bearer,
     /// For clients that open their own connections (the router benchmark runs a router).
     addr: String,
+    tls: crate::tls::grpc_client::GrpcClientTls,
     api_key: crate::config::Secret,
 }
 
@@ -126,6 +136,11 @@ impl Connection {
 
     pub(crate) fn addr(&self) -> &str {
         &self.addr
+    }
+
+    /// The TLS files the connection was made with (`--tls-ca`, `--tls-cert`, `--tls-key`).
+    pub(crate) fn tls(&self) -> &crate::tls::grpc_client::GrpcClientTls {
+        &self.tls
     }
 
     pub(crate) fn api_key(&self) -> &crate::config::Secret {
@@ -165,16 +180,20 @@ pub async fn main() -> ExitCode {
 }
 
 async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
-    let endpoint = Endpoint::from_shared(cli.addr.clone())
-        .with_context(|| format!("invalid address {:?}", cli.addr))?
-        .connect_timeout(Duration::from_secs(5));
+    let tls = crate::tls::grpc_client::GrpcClientTls {
+        ca_file: cli.tls_ca.clone(),
+        cert_file: cli.tls_cert.clone(),
+        key_file: cli.tls_key.clone(),
+    };
+    let endpoint =
+        crate::tls::grpc_client::endpoint(&cli.addr, &tls)?.connect_timeout(Duration::from_secs(5));
     let channel = endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to sandboxd at {}", cli.addr))?;
     let bearer = Bearer::new(cli.api_key.as_deref())?;
     let api_key = crate::config::Secret::new(cli.api_key.clone().unwrap_or_default());
-    Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), api_key })
+    Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), tls, api_key })
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -152,7 +152,7 @@ pub async fn run(
         config.server.listen = listen;
     }
     config.validate()?;
-    crate::store::ensure_database(config.database.url.expose()).await?;
+    crate::store::ensure_database(&config.database).await?;
 
     let server = crate::server::start(config).await?;
     let token = server.shutdown_token();
@@ -168,7 +168,8 @@ pub async fn run(
             Err(_) if dev_key.is_some() => dev_key.unwrap_or_default(),
             Err(error) => return Err(error.into()),
         };
-    print_banner(server.local_addr, &key, &deps);
+    let tls = server.tls.is_some();
+    print_banner(server.local_addr, &key, &deps, tls);
     crate::cancel_on_signal(token);
     server.wait().await
 }
@@ -190,8 +191,14 @@ async fn wait_until_ready(
     Ok(())
 }
 
-fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies) {
+fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies, tls: bool) {
     let s3 = deps.s3.as_ref().map(|s3| s3.endpoint()).unwrap_or_else(|| "as configured".into());
+    // With [server.tls] set, the clients need the CA that signed the server's certificate.
+    let (grpcurl, ctl) = if tls {
+        ("-cacert CA.pem", format!("SANDBOXD_ADDR=https://{addr} SANDBOXD_TLS_CA=CA.pem"))
+    } else {
+        ("-plaintext", format!("SANDBOXD_ADDR=http://{addr}"))
+    };
     println!(
         "\n\
          sandboxd dev is running (Ctrl-C stops it and everything it started)\n\
@@ -200,7 +207,7 @@ fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies) {
          \x20 S3 endpoint  : {s3}\n\
          \n\
          Try it:\n\
-         \x20 grpcurl -plaintext -H 'authorization: Bearer {key}' -d '{{\"template\": \"discord-guild\", \"name\": \"my-first\"}}' {addr} sandboxd.v1.SandboxControl/CreateSandbox\n\
-         \x20 SANDBOXD_ADDR=http://{addr} SANDBOXD_API_KEY={key} cargo run --bin sandboxctl -- get my-first\n"
+         \x20 grpcurl {grpcurl} -H 'authorization: Bearer {key}' -d '{{\"template\": \"discord-guild\", \"name\": \"my-first\"}}' {addr} sandboxd.v1.SandboxControl/CreateSandbox\n\
+         \x20 {ctl} SANDBOXD_API_KEY={key} cargo run --bin sandboxctl -- get my-first\n"
     );
 }

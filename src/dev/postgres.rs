@@ -19,6 +19,12 @@ pub struct ThrowawayPostgres {
 
 impl ThrowawayPostgres {
     pub async fn start(dir: &Path) -> anyhow::Result<Self> {
+        Self::start_with(dir, &[]).await
+    }
+
+    /// Starts it with extra server settings (`-c name=value`), e.g. `ssl=on` and its files;
+    /// files they name inside `dir` are handed to the postgres user with the directory.
+    pub async fn start_with(dir: &Path, settings: &[(&str, String)]) -> anyhow::Result<Self> {
         let bin_dir = find_bin_dir()?;
         let data_dir = dir.join("data");
         std::fs::create_dir_all(dir)?;
@@ -46,10 +52,13 @@ impl ThrowawayPostgres {
             ]);
             run(&mut initdb, "initdb")?;
         }
-        let options = format!(
+        let mut options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",
             data_dir.display()
         );
+        for (name, value) in settings {
+            options.push_str(&format!(" -c {name}={value}"));
+        }
         let mut pg_ctl = command(&bin_dir.join("pg_ctl"), as_root);
         pg_ctl
             .arg("-D")

@@ -4,5 +4,6 @@ pub mod redis_client;
 pub mod redis_keyspace;
 pub mod redis_namespace;
 pub mod redis_pool;
+pub mod redis_tls;
 
 pub use redis_namespace::RedisNamespace;

@@ -89,10 +89,15 @@ impl RedisClient {
                     .expose()
                     .into_connection_info()
                     .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
-                let client = ClusterClientBuilder::new(vec![seed])
+                let mut builder = ClusterClientBuilder::new(vec![seed])
                     .connection_timeout(config.timeout)
                     .response_timeout(config.timeout)
-                    .tcp_settings(redis_pool::tcp_settings())
+                    .tcp_settings(redis_pool::tcp_settings());
+                if let Some(certificates) = super::redis_tls::certificates(config)? {
+                    crate::tls::install_crypto_provider();
+                    builder = builder.certs(certificates);
+                }
+                let client = builder
                     .build()
                     .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
                 let handle =

@@ -58,8 +58,7 @@ pub fn build_pool(config: &crate::config::RedisConfig) -> anyhow::Result<RedisPo
         .into_connection_info()
         .map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?
         .set_tcp_settings(tcp_settings());
-    let client =
-        redis::Client::open(info).map_err(|error| anyhow::anyhow!("invalid redis.url: {error}"))?;
+    let client = super::redis_tls::client(info, super::redis_tls::certificates(config)?)?;
     let connector = RedisConnector { client, ping_number: AtomicU64::new(0) };
     managed::Pool::builder(connector)
         .max_size(config.pool_size)

@@ -13,6 +13,8 @@ use crate::secret::{Secret, SecretUrl};
 pub struct RouterConfig {
     /// sandboxd's gRPC address, for `WatchGuildRoutes`.
     pub sandboxd_addr: String,
+    /// TLS to an `https://` `sandboxd_addr`: `ca_file`, and `cert_file`/`key_file` for mTLS.
+    pub sandboxd_tls: crate::tls::grpc_client::GrpcClientTls,
     /// API key for sandboxd (role `router` sees every tenant's routes; an owner or admin key
     /// only its tenant's). Empty: no key (a server with `auth.mode = "disabled"`).
     pub api_key: Secret,
@@ -51,6 +53,7 @@ impl Default for RouterConfig {
     fn default() -> Self {
         Self {
             sandboxd_addr: "http://127.0.0.1:50051".into(),
+            sandboxd_tls: Default::default(),
             api_key: Secret::default(),
             nats_url: SecretUrl::new("nats://127.0.0.1:4222"),
             stream: String::new(),

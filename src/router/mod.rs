@@ -54,8 +54,12 @@ pub async fn start(config: RouterConfig) -> anyhow::Result<RunningRouter> {
         .with_context(|| format!("cannot connect to NATS at {}", config.nats_url))?;
     let js = async_nats::jetstream::new(nats.clone());
     let consumer = consume::bind(&js, &config).await?;
-    let client =
-        watch::client(&config.sandboxd_addr, config.api_key.expose(), config.max_staleness)?;
+    let client = watch::client(
+        &config.sandboxd_addr,
+        &config.sandboxd_tls,
+        config.api_key.expose(),
+        config.max_staleness,
+    )?;
 
     let cache = Arc::new(RouteCache::new(config.max_staleness));
     let stats = Arc::new(Stats::default());

@@ -8,11 +8,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use futures::StreamExt;
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
-use tonic::{
-    Code, Status,
-    service::interceptor::InterceptedService,
-    transport::{Channel, Endpoint},
-};
+use tonic::{Code, Status, service::interceptor::InterceptedService, transport::Channel};
 use uuid::Uuid;
 
 use super::cache::RouteCache;
@@ -32,10 +28,15 @@ const LAST_RETRY: Duration = Duration::from_secs(5);
 
 /// A lazily connecting client. HTTP/2 keepalive pings detect a dead server within a fraction
 /// of the staleness bound even when no route changes flow.
-pub fn client(addr: &str, api_key: &str, max_staleness: Duration) -> anyhow::Result<Client> {
+pub fn client(
+    addr: &str,
+    tls: &crate::tls::grpc_client::GrpcClientTls,
+    api_key: &str,
+    max_staleness: Duration,
+) -> anyhow::Result<Client> {
     let ping = (max_staleness / 4).clamp(Duration::from_millis(250), Duration::from_secs(10));
-    let endpoint = Endpoint::from_shared(addr.to_string())
-        .map_err(|_| anyhow::anyhow!("router.sandboxd_addr {addr:?} is not a URL"))?
+    let endpoint = crate::tls::grpc_client::endpoint(addr, tls)
+        .map_err(|error| anyhow::anyhow!("router.sandboxd_addr: {error:#}"))?
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(ping)
         .keep_alive_timeout(ping)

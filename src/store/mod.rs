@@ -2,6 +2,7 @@
 
 pub mod api_keys;
 pub mod audit;
+pub mod connect;
 pub mod keyspace;
 pub mod pg_codes;
 pub mod pool;
@@ -16,14 +17,8 @@ pub mod sandbox_updates;
 pub mod sandboxes;
 pub mod workspace_syncs;
 
-use std::str::FromStr;
-
 use anyhow::Context;
-use sqlx::{
-    ConnectOptions, Connection, Executor, PgPool, Postgres,
-    migrate::MigrateDatabase,
-    postgres::{PgConnectOptions, PgPoolOptions},
-};
+use sqlx::{ConnectOptions, Connection, Executor, PgPool, postgres::PgPoolOptions};
 
 use crate::config::DatabaseConfig;
 
@@ -42,10 +37,7 @@ impl Store {
     /// Builds the pool without connecting: the server starts and reports NOT_SERVING until the
     /// database answers.
     pub fn connect_lazy(config: &DatabaseConfig) -> anyhow::Result<Self> {
-        let options = PgConnectOptions::from_str(config.url.expose())
-            .context("database.url is not a valid PostgreSQL URL")?
-            .application_name("sandboxd")
-            .log_statements(tracing::log::LevelFilter::Debug);
+        let options = connect::connect_options(config)?;
         let statement_timeout_ms = config.statement_timeout.as_millis();
         let pool = PgPoolOptions::new()
             .max_connections(config.max_connections)
@@ -132,11 +124,38 @@ where
     }
 }
 
-/// Creates the database named in `url` if it does not exist yet (for first runs and `migrate`).
-pub async fn ensure_database(url: &str) -> anyhow::Result<()> {
-    if !Postgres::database_exists(url).await.context("checking whether the database exists")? {
-        Postgres::create_database(url).await.context("creating the database")?;
+/// Creates the database named in `database.url` if it does not exist yet (for first runs and
+/// `migrate`), connecting to the server's `postgres` database with the same TLS settings.
+pub async fn ensure_database(config: &DatabaseConfig) -> anyhow::Result<()> {
+    let options = connect::connect_options(config)?;
+    let Some(database) = options.get_database().map(str::to_owned) else {
+        return Ok(());
+    };
+    let mut conn = options
+        .database("postgres")
+        .connect()
+        .await
+        .context("connecting to PostgreSQL to check whether the database exists")?;
+    let exists: bool =
+        sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&database)
+            .fetch_one(&mut conn)
+            .await
+            .context("checking whether the database exists")?;
+    if !exists {
+        let quoted = format!("\"{}\"", database.replace('"', "\"\""));
+        let created = conn.execute(format!("CREATE DATABASE {quoted}").as_str()).await;
+        // Another replica starting at the same moment may have created it first.
+        let raced = |error: &sqlx::Error| {
+            error.as_database_error().and_then(|db| db.code()).as_deref() == Some("42P04")
+        };
+        match created {
+            Ok(_) => {}
+            Err(error) if raced(&error) => {}
+            Err(error) => return Err(anyhow::Error::new(error).context("creating the database")),
+        }
     }
+    conn.close().await.ok();
     Ok(())
 }
 

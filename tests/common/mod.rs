@@ -5,6 +5,7 @@
 
 #![allow(dead_code)]
 
+pub mod certs;
 pub mod gate;
 pub mod nats;
 pub mod redis_cluster;
