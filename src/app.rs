@@ -42,6 +42,8 @@ pub struct App {
     pub auth: Authenticator,
     /// Calls per principal, per role's limit (this replica's share).
     pub rate_limits: RateLimiter,
+    /// Prometheus metrics (`crate::metrics`), recorded at the wire edge and read at scrape.
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub sandboxes: SandboxManager,
     pub routing: RoutingService,
     pub templates: Arc<TemplateCatalog>,
@@ -112,6 +114,7 @@ impl App {
             redis,
             auth,
             rate_limits,
+            metrics: Arc::new(crate::metrics::Metrics::new()),
             sandboxes,
             routing,
             templates,

@@ -30,9 +30,18 @@ pub struct Config {
     pub files: crate::workspace::files::FileLimits,
     pub sync: crate::workspace::sync::SyncSettings,
     pub git: crate::git::settings::GitSettings,
+    pub metrics: MetricsConfig,
     /// `sandboxd route-events` only.
     pub router: crate::router::config::RouterConfig,
     pub rate_limit: crate::rate_limit::RateLimitConfig,
+}
+
+/// The Prometheus listener (`crate::metrics`).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Address of the HTTP listener serving `/metrics`; unset (the default): no listener.
+    pub listen: Option<SocketAddr>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

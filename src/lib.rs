@@ -18,6 +18,7 @@ pub mod events;
 pub mod git;
 pub mod isolation;
 pub mod lock;
+pub mod metrics;
 pub mod objectstore;
 pub mod pool;
 pub mod proto;

@@ -30,6 +30,8 @@ pub use crate::readiness::SERVICE_NAMES;
 /// A running server. Dropping it does not stop it; call [`RunningServer::shutdown`].
 pub struct RunningServer {
     pub local_addr: SocketAddr,
+    /// Where `/metrics` is served, when `[metrics] listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     /// The listener's certificates, when `[server.tls]` is set.
     pub tls: Option<Arc<ReloadingTls>>,
@@ -119,6 +121,11 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .await
         .with_context(|| format!("binding {}", config.server.listen))?;
     let local_addr = listener.local_addr()?;
+    let metrics_listener = match config.metrics.listen {
+        Some(address) => Some(crate::metrics::http::bind(address).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
     let grace = config.server.shutdown_grace;
     let tls = match &config.server.tls {
         Some(settings) => Some(Arc::new(ReloadingTls::load(settings.clone())?)),
@@ -155,6 +162,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }),
     ];
     let mut background = background;
+    if let Some(listener) = metrics_listener {
+        let (app, shutdown) = (app.clone(), shutdown.clone());
+        background.push(tokio::spawn(crate::metrics::http::serve(listener, app, shutdown)));
+    }
     if app.config.reconcile.enabled {
         let reconciler = Arc::new(Reconciler::new(
             app.sandboxes.clone(),
@@ -223,7 +234,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
         .trace_fn(|request| tracing::info_span!("rpc", rpc = %request.uri().path()))
-        .layer(WireLimitsLayer { max_metadata_bytes: app.config.server.max_metadata_bytes })
+        .layer(WireLimitsLayer {
+            max_metadata_bytes: app.config.server.max_metadata_bytes,
+            metrics: app.metrics.clone(),
+        })
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -266,9 +280,10 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
     };
     let mtls = tls.as_ref().is_some_and(|tls| tls.requires_client_certificates());
-    tracing::info!(%local_addr, tls = tls.is_some(), mtls, "sandboxd listening");
+    tracing::info!(%local_addr, tls = tls.is_some(), mtls, ?metrics_addr, "sandboxd listening");
     Ok(RunningServer {
         local_addr,
+        metrics_addr,
         app,
         tls,
         shutdown,

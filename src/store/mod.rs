@@ -4,6 +4,7 @@ pub mod api_keys;
 pub mod audit;
 pub mod connect;
 pub mod keyspace;
+mod metrics;
 pub mod pg_codes;
 pub mod pool;
 mod pool_stats;

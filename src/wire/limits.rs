@@ -3,7 +3,9 @@
 
 use std::{
     pin::Pin,
+    sync::Arc,
     task::{Context, Poll},
+    time::Instant,
 };
 
 use futures::future::BoxFuture;
@@ -12,7 +14,10 @@ use hyper::body::{Body as HttpBody, Frame, SizeHint};
 use tonic::{Code, Status, body::Body};
 use tower::{Layer, Service};
 
-use crate::error::Error;
+use crate::{
+    error::Error,
+    metrics::{Metrics, RpcMethod},
+};
 
 /// The HTTP/2 header-list limit the server advertises: requests between
 /// `server.max_metadata_bytes` and this reach [`WireLimits`] and get a gRPC answer; larger
@@ -20,24 +25,31 @@ use crate::error::Error;
 /// HTTP/2 cannot even buffer, the connection).
 pub const HTTP2_MAX_HEADER_LIST_BYTES: u32 = 1024 * 1024;
 
-/// Builds [`WireLimits`] around the server's routes.
-#[derive(Debug, Clone, Copy)]
+/// Builds [`WireLimits`] around the server's routes. It also records every RPC's status and
+/// duration in `metrics`, since it is where every status passes.
+#[derive(Clone)]
 pub struct WireLimitsLayer {
     pub max_metadata_bytes: usize,
+    pub metrics: Arc<Metrics>,
 }
 
 impl<S> Layer<S> for WireLimitsLayer {
     type Service = WireLimits<S>;
 
     fn layer(&self, inner: S) -> WireLimits<S> {
-        WireLimits { inner, max_metadata_bytes: self.max_metadata_bytes }
+        WireLimits {
+            inner,
+            max_metadata_bytes: self.max_metadata_bytes,
+            metrics: self.metrics.clone(),
+        }
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WireLimits<S> {
     inner: S,
     max_metadata_bytes: usize,
+    metrics: Arc<Metrics>,
 }
 
 impl<S, B> Service<http::Request<B>> for WireLimits<S>
@@ -55,6 +67,12 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let mut recorder = Recorder {
+            metrics: self.metrics.clone(),
+            method: self.metrics.method_of(request.uri().path()),
+            started: Instant::now(),
+            done: false,
+        };
         let size = metadata_bytes(request.headers());
         if size > self.max_metadata_bytes {
             let error = Error::TooLarge {
@@ -64,13 +82,19 @@ where
                     self.max_metadata_bytes
                 ),
             };
-            return Box::pin(std::future::ready(Ok(Status::from(error).into_http())));
+            let response: http::Response<Body> = Status::from(error).into_http();
+            recorder.finish(response.headers());
+            return Box::pin(std::future::ready(Ok(response)));
         }
         let response = self.inner.call(request);
         Box::pin(async move {
             let (mut parts, body) = response.await?.into_parts();
             rewrite_size_refusal(&mut parts.headers);
-            Ok(http::Response::from_parts(parts, Body::new(TrailerRewrite { inner: body })))
+            // A trailers-only response carries its status in the headers; a stream in its
+            // trailers.
+            recorder.finish(&parts.headers);
+            let body = Body::new(TrailerRewrite { inner: body, recorder });
+            Ok(http::Response::from_parts(parts, body))
         })
     }
 }
@@ -103,9 +127,40 @@ fn rewrite_size_refusal(headers: &mut HeaderMap) {
     }
 }
 
-/// A response body whose trailers pass through [`rewrite_size_refusal`].
+/// Records an RPC's status once: from the headers or trailers that carry it, or as
+/// `CANCELLED` when the response is dropped before any did (the client went away).
+struct Recorder {
+    metrics: Arc<Metrics>,
+    method: RpcMethod,
+    started: Instant,
+    done: bool,
+}
+
+impl Recorder {
+    fn finish(&mut self, headers: &HeaderMap) {
+        if self.done {
+            return;
+        }
+        if let Some(status) = headers.get(Status::GRPC_STATUS) {
+            let code = tonic::Code::from_bytes(status.as_bytes());
+            self.metrics.record_rpc(&self.method, code, self.started.elapsed());
+            self.done = true;
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if !self.done {
+            self.metrics.record_rpc(&self.method, Code::Cancelled, self.started.elapsed());
+        }
+    }
+}
+
+/// A response body whose trailers pass through [`rewrite_size_refusal`] and the recorder.
 struct TrailerRewrite {
     inner: Body,
+    recorder: Recorder,
 }
 
 impl HttpBody for TrailerRewrite {
@@ -116,11 +171,13 @@ impl HttpBody for TrailerRewrite {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Self::Data>, Self::Error>>> {
-        Pin::new(&mut self.inner).poll_frame(cx).map(|frame| {
+        let this = &mut *self;
+        Pin::new(&mut this.inner).poll_frame(cx).map(|frame| {
             frame.map(|frame| {
                 frame.map(|frame| match frame.into_trailers() {
                     Ok(mut trailers) => {
                         rewrite_size_refusal(&mut trailers);
+                        this.recorder.finish(&trailers);
                         Frame::trailers(trailers)
                     }
                     Err(frame) => frame,
