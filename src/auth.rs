@@ -97,6 +97,17 @@ impl Principal {
         }
     }
 
+    /// Whether this principal may be given the secrets (passwords, DSNs with passwords) of a
+    /// sandbox owned by `owner` in its tenant: the tenant's owners and admins, and the member
+    /// who owns it; never a router.
+    pub fn may_see_secrets_of(&self, owner: &str) -> bool {
+        match self.role {
+            Role::Owner | Role::Admin => true,
+            Role::Member => self.subject == owner,
+            Role::Router => false,
+        }
+    }
+
     pub fn actor(&self) -> String {
         format!("{}:{}", self.role.as_str(), self.subject)
     }
