@@ -95,7 +95,7 @@ async fn refused(conn: &mut PgConnection, sql: &str) {
 
 fn noperm<T: std::fmt::Debug>(result: redis::RedisResult<T>, what: &str) {
     let error = result.expect_err(what);
-    assert!(error.to_string().contains("NOPERM"), "{what}: {error}");
+    assert!(error.to_string().to_uppercase().contains("NOPERM"), "{what}: {error}");
 }
 
 async fn redis_as(details: &ConnectionDetails) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
@@ -195,13 +195,35 @@ async fn a_sandbox_role_and_acl_user_reach_only_their_own_sandbox() {
         vec!["ACL", "SETUSER", "evil", "on", "+@all"],
         vec!["EVAL", "return 1", "0"],
         vec!["SCRIPT", "FLUSH"],
-        vec!["DEBUG", "SLEEP", "0"],
-        vec!["MODULE", "LIST"],
+        vec!["INFO"],
+        vec!["CLIENT", "LIST"],
+        vec!["PUBSUB", "CHANNELS"],
     ] {
         let mut cmd = redis::cmd(command[0]);
         cmd.arg(&command[1..]);
         noperm(cmd.query_async::<redis::Value>(&mut redis_a).await, &command.join(" "));
     }
+    // This server refuses DEBUG and MODULE to everyone (enable-*-command), before any ACL
+    // check; ACL DRYRUN asks the ACL rules alone.
+    for command in [vec!["DEBUG", "SLEEP", "0"], vec!["MODULE", "LIST"], vec!["GET", "plain"]] {
+        let verdict: String = redis::cmd("ACL")
+            .arg("DRYRUN")
+            .arg(&a_details.redis_user)
+            .arg(&command)
+            .query_async(&mut admin_redis)
+            .await
+            .unwrap();
+        assert!(verdict.contains("no permissions"), "{command:?}: {verdict}");
+    }
+    let allowed: String = redis::cmd("ACL")
+        .arg("DRYRUN")
+        .arg(&a_details.redis_user)
+        .arg("GET")
+        .arg(&a_key)
+        .query_async(&mut admin_redis)
+        .await
+        .unwrap();
+    assert_eq!(allowed, "OK", "the dry run does allow what A may do");
     let still: String = admin_redis.get(&b_key).await.unwrap();
     assert_eq!(still, "b's", "B's key is untouched");
 
@@ -317,7 +339,8 @@ async fn a_reclaimed_pool_member_never_hands_out_the_old_passwords() {
 #[tokio::test]
 async fn the_orphan_sweep_removes_credentials_whose_sandbox_is_gone() {
     let rig = rig(3, |config| {
-        config.reconcile.orphan_grace = Duration::ZERO;
+        // Long enough for a create in flight (ACL user made, row not yet committed) to commit.
+        config.reconcile.orphan_grace = Duration::from_secs(1);
         config.reconcile.orphan_interval = Duration::from_millis(100);
         config.reconcile.interval = Duration::from_millis(50);
     })
