@@ -243,3 +243,18 @@ fn bearer_token(metadata: &MetadataMap) -> Result<&str> {
     }
     Ok(token)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_go_to_the_tenants_managers_and_the_owning_member_only() {
+        let as_role = |role| Principal { tenant: "acme".into(), subject: "bob".into(), role };
+        assert!(as_role(Role::Owner).may_see_secrets_of("alice"));
+        assert!(as_role(Role::Admin).may_see_secrets_of("alice"));
+        assert!(as_role(Role::Member).may_see_secrets_of("bob"));
+        assert!(!as_role(Role::Member).may_see_secrets_of("alice"));
+        assert!(!as_role(Role::Router).may_see_secrets_of("bob"));
+    }
+}

@@ -56,7 +56,10 @@ async fn rig(min_ready: u32, customize: impl FnOnce(&mut Config)) -> Rig {
             text.replace("# redis_acl = true", "redis_acl = true")
                 .replace("min_ready = 3", &format!("min_ready = {min_ready}"))
                 // One member at most: a claim then always takes the one released before.
-                .replace("max_size = 10", if min_ready == 1 { "max_size = 1" } else { "max_size = 10" })
+                .replace(
+                    "max_size = 10",
+                    if min_ready == 1 { "max_size = 1" } else { "max_size = 10" },
+                )
         } else {
             text
         }
@@ -98,7 +101,9 @@ fn noperm<T: std::fmt::Debug>(result: redis::RedisResult<T>, what: &str) {
     assert!(error.to_string().to_uppercase().contains("NOPERM"), "{what}: {error}");
 }
 
-async fn redis_as(details: &ConnectionDetails) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+async fn redis_as(
+    details: &ConnectionDetails,
+) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
     redis::Client::open(details.redis_url.as_str())?.get_multiplexed_async_connection().await
 }
 
@@ -185,7 +190,10 @@ async fn a_sandbox_role_and_acl_user_reach_only_their_own_sandbox() {
     // ... and nothing else.
     noperm(redis_a.get::<_, Option<String>>(&b_key).await, "GET of B's key");
     noperm(redis_a.set::<_, _, ()>(&b_key, "stolen").await, "SET of B's key");
-    noperm(redis_a.publish::<_, _, i64>(format!("{}events", b_details.redis_prefix), "x").await, "PUBLISH on B's channel");
+    noperm(
+        redis_a.publish::<_, _, i64>(format!("{}events", b_details.redis_prefix), "x").await,
+        "PUBLISH on B's channel",
+    );
     for command in [
         vec!["KEYS", "*"],
         vec!["SCAN", "0"],
@@ -239,7 +247,8 @@ async fn a_sandbox_role_and_acl_user_reach_only_their_own_sandbox() {
             .unwrap();
     assert!(!role_left, "A's role was dropped");
     assert!(redis_as(&a_details).await.is_err(), "A's ACL user still logs in after destroy");
-    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query_async(&mut admin_redis).await.unwrap();
+    let users: Vec<String> =
+        redis::cmd("ACL").arg("USERS").query_async(&mut admin_redis).await.unwrap();
     assert!(!users.contains(&a_details.redis_user), "{users:?}");
     assert!(users.contains(&b_details.redis_user), "{users:?}");
     let destroyed = details(app, &app.owner_key, &a).await.unwrap_err();
@@ -281,7 +290,11 @@ async fn connection_secrets_go_only_to_those_allowed_to_see_them() {
     for key in [&member, &admin, &app.owner_key] {
         let seen = details(&app, key, &id).await.unwrap();
         assert_eq!(seen.role_name, format!("sandbox_{}", common::uuid_of(&id).simple()));
-        assert_eq!(seen.role_password.len(), 64, "the owner of the sandbox and the tenant's managers see it");
+        assert_eq!(
+            seen.role_password.len(),
+            64,
+            "the owner of the sandbox and the tenant's managers see it"
+        );
         assert!(seen.database_url.contains(&seen.role_password));
     }
     let hidden = details(&app, &other_member, &id).await.unwrap_err();
@@ -318,17 +331,27 @@ async fn a_reclaimed_pool_member_never_hands_out_the_old_passwords() {
     let mut redis_session = redis_as(&old).await.expect("first claim's ACL user logs in");
     let () = redis_session.set(format!("{}k", old.redis_prefix), 1).await.unwrap();
 
-    let release = ReleaseSandboxRequest { sandbox_id: first.sandbox_id.clone(), ..Default::default() };
+    let release =
+        ReleaseSandboxRequest { sandbox_id: first.sandbox_id.clone(), ..Default::default() };
     app.owner().release_sandbox(release).await.unwrap();
-    assert!(sqlx::query("SELECT 1").execute(&mut session).await.is_err(), "the old session was ended");
-    assert!(redis_session.get::<_, Option<i64>>("x").await.is_err(), "the old Redis connection was closed");
+    assert!(
+        sqlx::query("SELECT 1").execute(&mut session).await.is_err(),
+        "the old session was ended"
+    );
+    assert!(
+        redis_session.get::<_, Option<i64>>("x").await.is_err(),
+        "the old Redis connection was closed"
+    );
 
     let second = app.owner().create_sandbox(create_request("second")).await.unwrap().into_inner();
     assert_eq!(second.sandbox_id, first.sandbox_id, "the same member was claimed again");
     let new = details(app, &app.owner_key, &second.sandbox_id).await.unwrap();
     assert_ne!(new.role_password, old.role_password);
     assert_ne!(new.redis_password, old.redis_password);
-    assert!(PgConnection::connect(&old.database_url).await.is_err(), "the old password still works");
+    assert!(
+        PgConnection::connect(&old.database_url).await.is_err(),
+        "the old password still works"
+    );
     assert!(redis_as(&old).await.is_err(), "the old Redis password still works");
     let fresh = PgConnection::connect(&new.database_url).await.expect("the new password works");
     fresh.close().await.ok();
@@ -353,29 +376,38 @@ async fn the_orphan_sweep_removes_credentials_whose_sandbox_is_gone() {
     // A crash that lost the row (an operator's restore, say): its role, ACL user and stored
     // credentials are left behind.
     let uuid = common::uuid_of(&id);
-    sqlx::query("DELETE FROM sandboxes WHERE id = $1").bind(uuid).execute(&rig.admin).await.unwrap();
+    sqlx::query("DELETE FROM sandboxes WHERE id = $1")
+        .bind(uuid)
+        .execute(&rig.admin)
+        .await
+        .unwrap();
     let mut admin_redis = rig.admin_redis().await;
-    eventually("the orphaned role, ACL user and credentials to go", Duration::from_secs(30), || {
-        let (admin, mut redis, role) = (rig.admin.clone(), admin_redis.clone(), seen.role_name.clone());
-        async move {
-            let role_left: bool =
-                sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
-                    .bind(&role)
-                    .fetch_one(&admin)
-                    .await
-                    .unwrap();
-            let users: Vec<String> =
-                redis::cmd("ACL").arg("USERS").query_async(&mut redis).await.unwrap();
-            let stored: i64 = sqlx::query_scalar(
-                "SELECT count(*) FROM sandbox_credentials WHERE sandbox_id = $1",
-            )
-            .bind(uuid)
-            .fetch_one(&admin)
-            .await
-            .unwrap();
-            !role_left && !users.contains(&role) && stored == 0
-        }
-    })
+    eventually(
+        "the orphaned role, ACL user and credentials to go",
+        Duration::from_secs(30),
+        || {
+            let (admin, mut redis, role) =
+                (rig.admin.clone(), admin_redis.clone(), seen.role_name.clone());
+            async move {
+                let role_left: bool =
+                    sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)")
+                        .bind(&role)
+                        .fetch_one(&admin)
+                        .await
+                        .unwrap();
+                let users: Vec<String> =
+                    redis::cmd("ACL").arg("USERS").query_async(&mut redis).await.unwrap();
+                let stored: i64 = sqlx::query_scalar(
+                    "SELECT count(*) FROM sandbox_credentials WHERE sandbox_id = $1",
+                )
+                .bind(uuid)
+                .fetch_one(&admin)
+                .await
+                .unwrap();
+                !role_left && !users.contains(&role) && stored == 0
+            }
+        },
+    )
     .await;
     let removed: Vec<String> = sqlx::query_scalar(
         "SELECT details->>'resource' FROM audit_events
@@ -390,7 +422,8 @@ async fn the_orphan_sweep_removes_credentials_whose_sandbox_is_gone() {
     // The live sandbox keeps its own.
     let still = PgConnection::connect(&kept_details.database_url).await.expect("kept logs in");
     still.close().await.ok();
-    let users: Vec<String> = redis::cmd("ACL").arg("USERS").query_async(&mut admin_redis).await.unwrap();
+    let users: Vec<String> =
+        redis::cmd("ACL").arg("USERS").query_async(&mut admin_redis).await.unwrap();
     assert!(users.contains(&kept_details.redis_user));
     let _ = app.control(Some(&app.owner_key)).get_sandbox(by_id(&kept)).await.unwrap();
 }

@@ -13,7 +13,11 @@ use tonic_types::StatusExt;
 
 /// Fires `per_owner` concurrent creates for each of `owners` members of tenant acme; returns how
 /// many succeeded and the QuotaFailure subjects of the refusals.
-async fn concurrent_creates(app: &TestApp, owners: &[String], per_owner: usize) -> (usize, Vec<String>) {
+async fn concurrent_creates(
+    app: &TestApp,
+    owners: &[String],
+    per_owner: usize,
+) -> (usize, Vec<String>) {
     let mut calls = Vec::new();
     for (owner_index, key) in owners.iter().enumerate() {
         for index in 0..per_owner {
@@ -98,7 +102,8 @@ async fn concurrent_cold_creates_of_many_owners_stop_exactly_at_the_tenant_limit
 async fn concurrent_warm_claims_stop_exactly_at_the_tenant_limit() {
     let templates = templates_with(|name, text| {
         if name == "discord-guild.toml" {
-            text.replace("min_ready = 3", "min_ready = 12").replace("max_size = 10", "max_size = 12")
+            text.replace("min_ready = 3", "min_ready = 12")
+                .replace("max_size = 10", "max_size = 12")
         } else {
             text
         }

@@ -15,8 +15,8 @@ use crate::{
     runtime::{ExecEvent, ExitStatus},
     sandbox::{
         Sandbox, SandboxState,
-        exec::HookOutcome,
         connection::ConnectionInfo,
+        exec::HookOutcome,
         inspect::{HealthLevel, HealthReport},
     },
     store::{

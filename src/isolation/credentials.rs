@@ -31,7 +31,8 @@ pub fn acl_user_name(id: SandboxId) -> String {
 /// The sandbox id in a role or ACL user name made by [`role_name`] / [`acl_user_name`].
 pub fn id_of_name(name: &str) -> Option<SandboxId> {
     let hex = name.strip_prefix("sandbox_")?;
-    let valid = hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    let valid =
+        hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
     valid.then(|| uuid::Uuid::try_parse(hex).ok().map(SandboxId::from_uuid)).flatten()
 }
 

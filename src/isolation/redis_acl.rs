@@ -8,7 +8,8 @@
 //! changes, `DEBUG`, `MODULE`, `INFO`, `CLIENT LIST|KILL`, ...) and the few data commands that
 //! would reveal other sandboxes' names or move keys out of reach of the key patterns: `SCAN`,
 //! `RANDOMKEY`, `DBSIZE`, `PUBSUB` (lists every channel), `SELECT`, `SWAPDB`, `MOVE`. Scripting
-//! (`EVAL`, `SCRIPT`, `FUNCTION`) is not in those categories, so it stays denied.
+//! (`EVAL`, `SCRIPT`, `FUNCTION`) is not in those categories, so it stays denied. The read-only
+//! `CLUSTER` subcommands a cluster client needs for its slot map are allowed.
 //!
 //! On Redis Cluster ACL users are per node (nothing propagates `ACL SETUSER`), so every command
 //! here goes to every node of the cluster, primaries and replicas, so a failover keeps the user.
@@ -42,6 +43,13 @@ const COMMAND_RULES: &[&str] = &[
     "-select",
     "-swapdb",
     "-move",
+    // A cluster client learns the topology from these (no key names in them).
+    "+cluster|slots",
+    "+cluster|shards",
+    "+cluster|nodes",
+    "+cluster|info",
+    "+cluster|keyslot",
+    "+cluster|myid",
 ];
 
 impl RedisNamespace {

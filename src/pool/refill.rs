@@ -12,7 +12,7 @@ use crate::{
     sandbox::{SandboxId, SandboxManager, SandboxState, boot},
     store::{
         pool::PoolFigures,
-        sandbox_create::{Booting, CreateOutcome, Isolation, NewSandbox, PoolBounds},
+        sandbox_create::{Booting, CreateOutcome, NewSandbox, PoolBounds, Provisioning},
         sandbox_roles::RoleSpec,
     },
     template::Template,
@@ -95,8 +95,8 @@ impl SandboxManager {
                 login: false,
                 connection_limit: self.worker_endpoints.role_connection_limit,
             });
-            let isolation = Isolation { role, credentials: None };
-            self.store.create_pool_member(&new, sql, bounds, booting, isolation, "system").await
+            let provisioning = Provisioning { template_sql: sql, role, credentials: None };
+            self.store.create_pool_member(&new, provisioning, bounds, booting, "system").await
         }
         .await;
         match created {

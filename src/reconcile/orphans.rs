@@ -5,8 +5,8 @@
 //! does not know are removed only when their namespace marker names this deployment: other
 //! deployments may share the Redis.
 //!
-//! Sandbox login roles are found through their `search_path` setting for this database (other
-//! databases of a shared server have their own), after the schemas (a role is dropped only once
+//! Sandbox login roles are found by their comment, which names this database (other databases
+//! of a shared server have their own), after the schemas (a role is dropped only once
 //! it holds no privilege on a schema). Redis ACL users (when a template makes them) whose
 //! sandbox is DESTROYED are removed; of ids this database does not know, only those whose
 //! namespace marker names this deployment or is gone (a live sandbox always has its marker).
@@ -46,7 +46,9 @@ impl Reconciler {
                 Ok(true) => tracing::info!(sandbox_id = %id, "orphaned login role dropped"),
                 Ok(false) => {}
                 // One role that cannot go yet (still privileged on a schema) stops no other.
-                Err(error) => tracing::warn!(sandbox_id = %id, %error, "orphaned login role not dropped yet"),
+                Err(error) => {
+                    tracing::warn!(sandbox_id = %id, %error, "orphaned login role not dropped yet")
+                }
             }
         }
         Ok(())

@@ -75,28 +75,28 @@ impl SandboxManager {
                 ),
             });
         }
+        // The stored credentials say what the sandbox has (a template may have turned an
+        // option on after it was made); the template only spares the query when it has none.
         let template = self.templates.get(&sandbox.template);
-        let (has_role, has_acl) =
-            template.as_deref().map_or((false, false), |t: &Template| (t.postgres_role, t.redis_acl));
-        let may_see = principal.may_see_secrets_of(&sandbox.owner);
-        let stored = if (has_role || has_acl) && may_see {
-            self.store.sandbox_credentials(id).await?.unwrap_or_default()
-        } else {
-            Default::default()
+        let may_have =
+            template.as_deref().is_none_or(|t: &Template| t.postgres_role || t.redis_acl);
+        let stored = match may_have {
+            true => self.store.sandbox_credentials(id).await?.unwrap_or_default(),
+            false => Default::default(),
         };
+        let may_see = principal.may_see_secrets_of(&sandbox.owner);
         let endpoints = &self.worker_endpoints;
-        let role = has_role.then(|| {
-            let user = role_name(id);
-            let password = stored.postgres_password.clone();
+        let role = stored.postgres_password.map(|password| {
+            let (user, password) = (role_name(id), may_see.then_some(password));
             let dsn = endpoints.database_dsn(&user, password.as_ref());
             Credential { user, password, dsn }
         });
-        let redis_user = has_acl.then(|| {
-            let user = acl_user_name(id);
-            let password = stored.redis_password.clone();
+        let redis_user = stored.redis_password.map(|password| {
+            let (user, password) = (acl_user_name(id), may_see.then_some(password));
             let dsn = endpoints.redis_dsn(&user, password.as_ref());
             Credential { user, password, dsn }
         });
+        let secrets_withheld = !may_see && (role.is_some() || redis_user.is_some());
         let mut env = sandbox_env(id, self.object_bucket());
         let mut secret_env = BTreeMap::new();
         for (credential, user_var, password_var, dsn_var) in [
@@ -121,7 +121,7 @@ impl SandboxManager {
             redis_user,
             env,
             secret_env,
-            secrets_withheld: (has_role || has_acl) && !may_see,
+            secrets_withheld,
         })
     }
 }

@@ -20,7 +20,7 @@ use crate::{
     store::{
         pool::ClaimCredentials,
         quotas::{LiveQuotas, QuotaRefusal},
-        sandbox_create::{Booting, CreateOutcome, Isolation, NewSandbox},
+        sandbox_create::{Booting, CreateOutcome, NewSandbox, Provisioning},
         sandbox_roles::RoleSpec,
     },
     template::Template,
@@ -230,8 +230,11 @@ impl SandboxManager {
         }
         let booting = boot::boots(&template).then(|| Booting { worker: self.replica.worker() });
         let limit = self.worker_endpoints.role_connection_limit;
-        let isolation = Isolation {
-            role: template.postgres_role.then_some(RoleSpec { login: true, connection_limit: limit }),
+        let provisioning = Provisioning {
+            template_sql: &template.schema_sql,
+            role: template
+                .postgres_role
+                .then_some(RoleSpec { login: true, connection_limit: limit }),
             credentials: Some(&credentials),
         };
         let created = async {
@@ -239,8 +242,7 @@ impl SandboxManager {
             if let Some(acl) = &credentials.acl {
                 self.redis.set_acl_user(new.id, acl).await?;
             }
-            let sql = &template.schema_sql;
-            self.store.create_sandbox(&new, sql, quotas, pooled, booting, isolation, &actor).await
+            self.store.create_sandbox(&new, provisioning, quotas, pooled, booting, &actor).await
         }
         .await;
         match created {
@@ -355,7 +357,9 @@ fn quota_error(new: &NewSandbox, refusal: QuotaRefusal) -> Error {
             ),
         },
         // A create is never held to a pool's bounds; answered like the owner's quota if it were.
-        QuotaRefusal::Pool => Error::Internal(anyhow::anyhow!("a create was refused by pool bounds")),
+        QuotaRefusal::Pool => {
+            Error::Internal(anyhow::anyhow!("a create was refused by pool bounds"))
+        }
     }
 }
 

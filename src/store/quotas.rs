@@ -28,8 +28,12 @@ pub struct LiveQuotas {
 /// Which quota refused a create or a claim.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuotaRefusal {
-    Owner { limit: u32 },
-    Tenant { limit: u32 },
+    Owner {
+        limit: u32,
+    },
+    Tenant {
+        limit: u32,
+    },
     /// A warm pool's bounds (`min_ready`, `max_size`) refused a new member.
     Pool,
 }

@@ -1,6 +1,6 @@
 //! Creating a sandbox in one transaction: first its schema with the template's tables (and its
-//! login role, `sandbox_roles`), then, under the quota lock (`quotas`), the row (born RUNNING) with its one audit event,
-//! `sandbox_created` in RUNNING: other sessions never see it in any other state, so the trail
+//! login role, `sandbox_roles`), then, under the quota lock (`quotas`), the row (born RUNNING)
+//! with its one audit event, `sandbox_created` in RUNNING: other sessions never see it in any other state, so the trail
 //! claims none. Warm-pool members are born READY the same way, under their template's pool
 //! lock. Nothing of a create that fails or is refused stays
 //! in PostgreSQL; a failure is then recorded on its own as a FAILED row
@@ -86,10 +86,12 @@ pub struct Booting {
     pub worker: Option<i32>,
 }
 
-/// The per-sandbox credentials made with the schema (template options `postgres_role`,
-/// `redis_acl`).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Isolation<'a> {
+/// What is made in the new sandbox's schema: the template's tables and the per-sandbox
+/// credentials (template options `postgres_role`, `redis_acl`).
+#[derive(Debug, Clone, Copy)]
+pub struct Provisioning<'a> {
+    /// The template's SQL, run inside the schema.
+    pub template_sql: &'a str,
     /// The login role to create; `None`: none.
     pub role: Option<RoleSpec>,
     /// Passwords to store for GetConnectionDetails (none for a warm-pool member, which gets
@@ -108,22 +110,20 @@ impl Store {
     /// Provisions and inserts a sandbox in one transaction (see the module docs). Refusals are
     /// outcomes; errors are failures (the template SQL, PostgreSQL itself).
     #[tracing::instrument(name = "store.sandboxes.create", skip_all, fields(sandbox_id = %new.id))]
-    #[allow(clippy::too_many_arguments)]
     pub async fn create_sandbox(
         &self,
         new: &NewSandbox,
-        template_sql: &str,
+        provisioning: Provisioning<'_>,
         quotas: LiveQuotas,
         pooled: bool,
         booting: Option<Booting>,
-        isolation: Isolation<'_>,
         actor: &str,
     ) -> Result<CreateOutcome> {
         // The quota lock comes right after the DDL, in the same round trip: concurrent creates
         // of this tenant (or owner) wait only for the insert and the commit.
         let lock = quotas.lock_key(&new.tenant, &new.owner);
         let birth = Birth::Running { quotas, booting };
-        self.provision(new, template_sql, lock, birth, pooled, isolation, actor).await
+        self.provision(new, provisioning, lock, birth, pooled, actor).await
     }
 
     /// Provisions a warm-pool member of `new.template` in one transaction: born READY (or
@@ -134,39 +134,36 @@ impl Store {
     pub async fn create_pool_member(
         &self,
         new: &NewSandbox,
-        template_sql: &str,
+        provisioning: Provisioning<'_>,
         bounds: PoolBounds,
         booting: Option<Booting>,
-        isolation: Isolation<'_>,
         actor: &str,
     ) -> Result<CreateOutcome> {
         let birth = Birth::Ready { bounds, booting };
         let lock = quotas::pool_lock_key(&new.template);
-        self.provision(new, template_sql, lock, birth, false, isolation, actor).await
+        self.provision(new, provisioning, lock, birth, false, actor).await
     }
 
     /// The credentials, the schema and role DDL and then, under the advisory lock `lock`, the
     /// row: one transaction, committed only when the row was inserted. A cold create of a
     /// pooled template counts as a pool miss in the same transaction.
-    #[allow(clippy::too_many_arguments)]
     async fn provision(
         &self,
         new: &NewSandbox,
-        template_sql: &str,
+        provisioning: Provisioning<'_>,
         lock: i64,
         birth: Birth<'_>,
         count_miss: bool,
-        isolation: Isolation<'_>,
         actor: &str,
     ) -> Result<CreateOutcome> {
         let mut tx = self.pool().begin().await?;
-        if let Some(credentials) = isolation.credentials {
+        if let Some(credentials) = provisioning.credentials {
             sandbox_roles::save_credentials(&mut tx, new.id, credentials).await?;
         }
-        let role = isolation.role.map(|role| sandbox_roles::create_role_batch(new.id, role));
+        let role = provisioning.role.map(|role| sandbox_roles::create_role_batch(new.id, role));
         let batch = format!(
             "{};\n{}SELECT pg_advisory_xact_lock({lock})",
-            sandbox_schema::create_batch(new.id, template_sql),
+            sandbox_schema::create_batch(new.id, provisioning.template_sql),
             role.unwrap_or_default()
         );
         sandbox_schema::execute_template_batch(&mut tx, &batch).await?;

@@ -6,9 +6,11 @@
 //! tables sandboxd creates there later are covered too (tables the role creates itself are its
 //! own). It gets nothing anywhere else: other schemas carry no grant to PUBLIC, sandboxd's own
 //! tables in `public` none either, and CREATE on `public` is not PUBLIC's (PostgreSQL 15, and
-//! migration 0006 for older databases). Its `search_path` is its schema, set `IN DATABASE`
-//! this database: that setting is also how the orphan sweep tells this deployment's roles from
-//! other databases' on a shared server.
+//! migration 0006 for older databases). Its `search_path` is its schema. Roles belong to the
+//! whole server, so each carries a comment naming the database it was made for: that is how the
+//! orphan sweep (and the test harness) tells this database's roles from other databases' on a
+//! shared server. (Not `ALTER ROLE … IN DATABASE`: that locks the database object until the
+//! provisioning transaction ends, which a `DROP DATABASE` would then wait for.)
 //!
 //! Passwords never appear in SQL text: a SCRAM verifier is handed to the server as a bound
 //! parameter (`set_config('sandboxd.role_verifier', $1, true)`, transaction-local) and read
@@ -28,6 +30,8 @@ use crate::{
 
 /// The transaction-local setting that carries a verifier from a bound parameter into DDL.
 const VERIFIER_SETTING: &str = "sandboxd.role_verifier";
+/// The comment of every sandbox role, followed by the name of its database.
+pub const ROLE_COMMENT_PREFIX: &str = "sandboxd sandbox role of database ";
 
 /// The login role a new sandbox (or pool member) gets.
 #[derive(Debug, Clone, Copy)]
@@ -63,11 +67,11 @@ pub(super) fn create_role_batch(id: SandboxId, role: RoleSpec) -> String {
          GRANT ALL ON ALL SEQUENCES IN SCHEMA {schema} TO {name};\n\
          ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON TABLES TO {name};\n\
          ALTER DEFAULT PRIVILEGES IN SCHEMA {schema} GRANT ALL ON SEQUENCES TO {name};\n\
-         DO $$ BEGIN EXECUTE format('ALTER ROLE %I IN DATABASE %I SET search_path = %I', \
-             '{role}', current_database(), '{schema_name}'); END $$;\n",
+         ALTER ROLE {name} SET search_path = {schema};\n\
+         DO $$ BEGIN EXECUTE format('COMMENT ON ROLE %I IS %L', '{role}', \
+             '{ROLE_COMMENT_PREFIX}' || current_database()); END $$;\n",
         limit = role.connection_limit,
         role = role_name(id),
-        schema_name = id.schema_name(),
     );
     if role.login {
         batch.push_str(&set_password_statement(id));
@@ -242,17 +246,18 @@ impl Store {
         }
     }
 
-    /// Login roles of this database's sandboxes whose sandbox is DESTROYED or unknown (a crash
-    /// between the steps of a destroy, or a sandbox row removed).
+    /// Login roles of this database's sandboxes (by their comment) whose sandbox is DESTROYED
+    /// or unknown (a crash between the steps of a destroy, or a sandbox row removed).
     #[tracing::instrument(name = "store.roles.orphans", skip(self))]
     pub async fn orphan_roles(&self) -> Result<Vec<(SandboxId, Option<String>)>> {
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(
             "SELECT r.rolname::text, s.tenant FROM pg_roles r
-             JOIN pg_db_role_setting d ON d.setrole = r.oid
-                 AND d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
+             JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+                 AND d.description = $1 || current_database()
              LEFT JOIN sandboxes s ON s.id = substr(r.rolname, 9)::uuid
              WHERE r.rolname ~ '^sandbox_[0-9a-f]{32}$' AND (s.id IS NULL OR s.state = 'DESTROYED')",
         )
+        .bind(ROLE_COMMENT_PREFIX)
         .fetch_all(self.pool())
         .await?;
         Ok(rows

@@ -287,7 +287,7 @@ impl Drop for TestApp {
 pub async fn cleanup(database_name: String, database_url: String, key_prefix: String) {
     let mut patterns = vec![format!("{key_prefix}*")];
     // Sandbox login roles are objects of the whole (shared) server: the ones of this database
-    // (known by their search_path setting for it) are dropped after it.
+    // (their comment names it) are dropped after it.
     let mut roles = Vec::new();
     if let Ok(mut conn) = PgConnection::connect(&database_url).await {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM sandboxes")
@@ -328,10 +328,10 @@ pub async fn cleanup(database_name: String, database_url: String, key_prefix: St
 pub async fn sandbox_roles_of_database(conn: &mut PgConnection) -> Vec<String> {
     sqlx::query_scalar(
         "SELECT r.rolname::text FROM pg_roles r
-         JOIN pg_db_role_setting d ON d.setrole = r.oid
-         WHERE d.setdatabase = (SELECT oid FROM pg_database WHERE datname = current_database())
-           AND r.rolname ~ '^sandbox_[0-9a-f]{32}$'",
+         JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+         WHERE d.description = $1 || current_database() AND r.rolname ~ '^sandbox_[0-9a-f]{32}$'",
     )
+    .bind(sandboxd::store::sandbox_roles::ROLE_COMMENT_PREFIX)
     .fetch_all(conn)
     .await
     .unwrap_or_default()
