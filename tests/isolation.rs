@@ -266,7 +266,15 @@ async fn a_sandbox_role_and_acl_user_reach_only_their_own_sandbox() {
         .fetch_all(&rig.admin)
         .await
         .unwrap();
+    let (b_verifier,): (String,) =
+        sqlx::query_as("SELECT rolpassword FROM pg_authid WHERE rolname = $1")
+            .bind(&b_details.role_name)
+            .fetch_one(&rig.admin)
+            .await
+            .unwrap();
+    assert!(b_verifier.starts_with("SCRAM-SHA-256$"), "PostgreSQL holds a verifier");
     let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    assert!(!logs.contains(&b_verifier), "the SCRAM verifier is in the logs");
     assert!(logs.contains("TRACE") && logs.contains("CREATE ROLE"), "statements logged at TRACE");
     for details in [&a_details, &b_details] {
         for secret in [&details.role_password, &details.redis_password] {
