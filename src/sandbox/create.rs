@@ -356,7 +356,7 @@ fn quota_error(new: &NewSandbox, refusal: QuotaRefusal) -> Error {
                 new.owner
             ),
         },
-        // A create is never held to a pool's bounds; answered like the owner's quota if it were.
+        // Only pool refills are held to a pool's bounds, never a create.
         QuotaRefusal::Pool => {
             Error::Internal(anyhow::anyhow!("a create was refused by pool bounds"))
         }
