@@ -97,6 +97,11 @@ impl App {
             file_limits: config.files,
             syncs: Arc::new(WorkspaceSyncs::new(config.s3.clone(), config.sync.clone())),
             git: Arc::new(GitRemotes::new(config.git.clone(), locks.clone())),
+            worker_endpoints: Arc::new(crate::isolation::config::WorkerEndpoints::new(
+                &config.isolation,
+                config.database.url.expose(),
+                config.redis.url.expose(),
+            )),
         };
         let routing = RoutingService::new(
             store.clone(),

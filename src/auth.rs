@@ -113,6 +113,17 @@ impl Principal {
         }
     }
 
+    /// Whether this principal may be given the secrets (passwords, DSNs with passwords) of a
+    /// sandbox owned by `owner` in its tenant: the tenant's owners and admins, and the member
+    /// who owns it; never a router.
+    pub fn may_see_secrets_of(&self, owner: &str) -> bool {
+        match self.role {
+            Role::Owner | Role::Admin => true,
+            Role::Member => self.subject == owner,
+            Role::Router => false,
+        }
+    }
+
     pub fn actor(&self) -> String {
         format!("{}:{}", self.role.as_str(), self.subject)
     }
@@ -331,4 +342,19 @@ fn bearer_token(metadata: &MetadataMap) -> Result<&str> {
         return Err(Error::Unauthenticated("authorization header has an empty key"));
     }
     Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn secrets_go_to_the_tenants_managers_and_the_owning_member_only() {
+        let as_role = |role| Principal { tenant: "acme".into(), subject: "bob".into(), role };
+        assert!(as_role(Role::Owner).may_see_secrets_of("alice"));
+        assert!(as_role(Role::Admin).may_see_secrets_of("alice"));
+        assert!(as_role(Role::Member).may_see_secrets_of("bob"));
+        assert!(!as_role(Role::Member).may_see_secrets_of("alice"));
+        assert!(!as_role(Role::Router).may_see_secrets_of("bob"));
+    }
 }

@@ -31,6 +31,8 @@ pub struct Config {
     pub sync: crate::workspace::sync::SyncSettings,
     pub git: crate::git::settings::GitSettings,
     pub metrics: MetricsConfig,
+    /// Per-sandbox PostgreSQL roles and Redis ACL users.
+    pub isolation: crate::isolation::config::IsolationConfig,
     /// `sandboxd route-events` only.
     pub router: crate::router::config::RouterConfig,
     pub rate_limit: crate::rate_limit::RateLimitConfig,
@@ -224,6 +226,10 @@ pub struct SandboxDefaults {
     pub boot_timeout: Duration,
     /// Live sandboxes one owner may hold at once.
     pub max_live_per_owner: u32,
+    /// Live sandboxes one tenant may hold at once, all owners together; 0: no limit.
+    pub max_live_per_tenant: u32,
+    /// Per-tenant exceptions to `max_live_per_tenant` (tenant → limit; 0: no limit).
+    pub tenant_live_limits: std::collections::BTreeMap<String, u32>,
     /// How often last-activity times collected in memory are written (one batched UPDATE).
     #[serde(with = "humantime_serde")]
     pub activity_flush_interval: Duration,
@@ -237,6 +243,8 @@ impl Default for SandboxDefaults {
             idle_timeout: Duration::from_secs(15 * 60),
             boot_timeout: Duration::from_secs(5 * 60),
             max_live_per_owner: 5,
+            max_live_per_tenant: 100,
+            tenant_live_limits: std::collections::BTreeMap::new(),
             activity_flush_interval: Duration::from_secs(5),
         }
     }
@@ -504,6 +512,7 @@ impl Config {
             problems.push("sandbox.default_ttl must not exceed sandbox.max_ttl".to_string());
         }
         problems.extend(self.git.problems());
+        problems.extend(self.isolation.problems());
         if self.git.lock_wait >= self.server.request_timeout {
             problems.push("git.lock_wait must be below server.request_timeout".to_string());
         }

@@ -3,6 +3,8 @@
 //! Layout: `api/` adapts gRPC to the domain (`sandbox/`), which talks to PostgreSQL only through
 //! `store/` and to Redis through `isolation/`. `server.rs` assembles the tonic server;
 //! `error.rs` holds the one error type and its single mapping to gRPC statuses.
+// Lifecycle futures (create → claim → teardown) nest deeply enough to need more than 128.
+#![recursion_limit = "256"]
 
 pub mod api;
 pub mod app;

@@ -144,6 +144,12 @@ struct TemplateFile {
     /// The repository cloned into the workspace at creation (`process` runtime only).
     #[serde(default)]
     git: Option<GitSource>,
+    /// Give each sandbox its own PostgreSQL login role, limited to its schema.
+    #[serde(default)]
+    postgres_role: bool,
+    /// Give each sandbox its own Redis ACL user, limited to its keys and channels.
+    #[serde(default)]
+    redis_acl: bool,
 }
 
 /// `[git]` of a template: the repository a sandbox's workspace is cloned from at creation,
@@ -224,6 +230,10 @@ pub struct Template {
     pub process: ProcessSettings,
     pub keep_objects: bool,
     pub git: Option<GitSource>,
+    /// Each sandbox gets a login role `sandbox_<32 hex>` that may use only its schema.
+    pub postgres_role: bool,
+    /// Each sandbox gets a Redis ACL user `sandbox_<32 hex>` limited to its prefix.
+    pub redis_acl: bool,
 }
 
 /// All templates the server knows, by name.
@@ -269,6 +279,12 @@ impl TemplateCatalog {
 
     pub fn iter(&self) -> impl Iterator<Item = &Arc<Template>> {
         self.templates.values()
+    }
+
+    /// Whether any template gives its sandboxes Redis ACL users (then destroys remove them and
+    /// the orphan sweep looks for them; otherwise sandboxd needs no ACL permissions).
+    pub fn any_redis_acl(&self) -> bool {
+        self.templates.values().any(|template| template.redis_acl)
     }
 
     pub fn set_tables(&self, name: &str, tables: Vec<String>) {
@@ -332,6 +348,8 @@ fn load_file(path: &Path, defaults: &SandboxDefaults) -> anyhow::Result<Template
         process: file.process,
         keep_objects: file.keep_objects,
         git: file.git,
+        postgres_role: file.postgres_role,
+        redis_acl: file.redis_acl,
     })
 }
 
@@ -355,6 +373,7 @@ mod tests {
                 .unwrap();
         let guild = catalog.get("discord-guild").expect("discord-guild template");
         assert!(guild.schema_sql.contains("communities"));
+        assert!(guild.postgres_role, "the shipped templates give sandboxes their own role");
         assert!(catalog.get("git-agent").is_some());
     }
 

@@ -19,7 +19,11 @@ async fn deadlocks(pg: &sqlx::PgPool) -> i64 {
 
 #[tokio::test]
 async fn destroys_and_route_changes_of_one_tenant_never_deadlock() {
-    let app = TestApp::spawn_with(|config| config.sandbox.max_live_per_owner = 100).await;
+    let app = TestApp::spawn_with(|config| {
+        config.sandbox.max_live_per_owner = 100;
+        config.sandbox.max_live_per_tenant = 0;
+    })
+    .await;
     let pg = app.pg().await;
     let before = deadlocks(&pg).await;
     // 50 routed sandboxes, and a second guild per sandbox to register and unregister meanwhile.

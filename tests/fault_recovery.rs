@@ -149,6 +149,7 @@ async fn rig() -> Rig {
         config.server.readiness_interval = Duration::from_millis(100);
         config.reconcile.interval = Duration::from_millis(200);
         config.sandbox.max_live_per_owner = 10_000;
+        config.sandbox.max_live_per_tenant = 0;
     })
     .await;
     Rig { postgres, postgres_gate, redis, app, _dir: dir }

@@ -201,3 +201,61 @@ async fn locks_work_on_a_cluster() {
     let second = sync().acquire_lock(acquire).await.unwrap().into_inner();
     assert!(second.fencing_token > first.fencing_token);
 }
+
+#[tokio::test]
+async fn acl_users_are_made_and_removed_on_every_node_of_the_cluster() {
+    use redis::cluster::ClusterClientBuilder;
+    use sandboxd::proto::GetConnectionDetailsRequest;
+    let cluster = ThrowawayRedisCluster::start().await;
+    let templates = common::templates_with(|name, text| {
+        if name == "discord-guild.toml" {
+            text.replace("# redis_acl = true", "redis_acl = true")
+        } else {
+            text
+        }
+    });
+    let (url, dir) = (cluster.url(), templates.path().to_path_buf());
+    let app = TestApp::spawn_with(|config| {
+        config.redis.mode = RedisMode::Cluster;
+        config.redis.url = SecretUrl::new(url);
+        config.templates.dir = dir;
+    })
+    .await;
+    let sandbox = app.owner().create_sandbox(create_request("acl")).await.unwrap().into_inner();
+    let request = GetConnectionDetailsRequest { sandbox_id: sandbox.sandbox_id.clone() };
+    let details = app.owner().get_connection_details(request).await.unwrap().into_inner();
+    let users_on = |port: u16| async move {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        let users: Vec<String> =
+            redis::cmd("ACL").arg("USERS").query_async(&mut conn).await.unwrap();
+        users
+    };
+    for &port in &cluster.ports {
+        assert!(users_on(port).await.contains(&details.redis_user), "node {port} lacks the user");
+    }
+
+    // As the sandbox's user, through a cluster client: its own keys work wherever their slot
+    // lives, another sandbox's are refused.
+    let nodes: Vec<String> =
+        cluster.ports.iter().map(|port| format!("redis://127.0.0.1:{port}")).collect();
+    let client = ClusterClientBuilder::new(nodes)
+        .username(details.redis_user.clone())
+        .password(details.redis_password.clone())
+        .build()
+        .unwrap();
+    let mut conn =
+        client.get_async_connection().await.expect("the ACL user logs in to the cluster");
+    let own = format!("{}k", details.redis_prefix);
+    let () = conn.set(&own, "v").await.unwrap();
+    let read: String = conn.get(&own).await.unwrap();
+    assert_eq!(read, "v");
+    let other = format!("sandbox:{{{}}}:k", uuid::Uuid::now_v7());
+    let refused = conn.get::<_, Option<String>>(&other).await.unwrap_err();
+    assert!(refused.to_string().to_uppercase().contains("NOPERM"), "{refused}");
+
+    app.owner().destroy_sandbox(common::destroy_request(&sandbox.sandbox_id)).await.unwrap();
+    for &port in &cluster.ports {
+        assert!(!users_on(port).await.contains(&details.redis_user), "node {port} kept the user");
+    }
+}

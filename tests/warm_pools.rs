@@ -108,6 +108,7 @@ async fn a_create_claims_a_ready_member_and_the_pool_refills() {
 async fn a_hundred_concurrent_claims_never_take_one_member_twice() {
     let (app, _templates) = pooled_app(100, 120, |config| {
         config.sandbox.max_live_per_owner = 200;
+        config.sandbox.max_live_per_tenant = 0;
     })
     .await;
     wait_for_ready(&app, 100).await;

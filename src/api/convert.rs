@@ -15,8 +15,9 @@ use crate::{
     runtime::{ExecEvent, ExitStatus},
     sandbox::{
         Sandbox, SandboxState,
+        connection::ConnectionInfo,
         exec::HookOutcome,
-        inspect::{ConnectionInfo, HealthLevel, HealthReport},
+        inspect::{HealthLevel, HealthReport},
     },
     store::{
         audit::{AuditEvent, event as audit_event},
@@ -220,16 +221,30 @@ pub fn health(report: HealthReport) -> proto::SandboxHealth {
     }
 }
 
+/// The details on the wire: the only place a sandbox's passwords leave their [`Secret`]s.
 pub fn connection(info: ConnectionInfo) -> proto::ConnectionDetails {
+    let exposed = |secret: Option<&crate::secret::Secret>| {
+        secret.map(|secret| secret.expose().to_string()).unwrap_or_default()
+    };
+    let role = info.role.as_ref();
+    let redis = info.redis_user.as_ref();
+    let mut env: std::collections::HashMap<String, String> = info.env.into_iter().collect();
+    env.extend(info.secret_env.iter().map(|(name, value)| (name.clone(), value.expose().into())));
     proto::ConnectionDetails {
         sandbox_id: info.sandbox_id.to_string(),
         schema: info.schema,
         search_path: info.search_path,
+        role_name: role.map(|r| r.user.clone()).unwrap_or_default(),
+        role_password: exposed(role.and_then(|r| r.password.as_ref())),
+        database_url: exposed(role.map(|r| &r.dsn)),
         redis_prefix: info.redis_prefix,
+        redis_user: redis.map(|r| r.user.clone()).unwrap_or_default(),
+        redis_password: exposed(redis.and_then(|r| r.password.as_ref())),
+        redis_url: exposed(redis.map(|r| &r.dsn)),
         subject_prefix: info.subject_prefix,
         object_prefix: info.object_prefix,
-        env: info.env.into_iter().collect(),
-        ..Default::default()
+        env,
+        secrets_withheld: info.secrets_withheld,
     }
 }
 

@@ -239,7 +239,11 @@ pub fn connection(details: &ConnectionDetails, as_json: bool) {
             json!({
                 "sandbox_id": details.sandbox_id, "schema": details.schema, "search_path": details.search_path,
                 "redis_prefix": details.redis_prefix, "subject_prefix": details.subject_prefix,
-                "object_prefix": details.object_prefix, "env": details.env,
+                "object_prefix": details.object_prefix, "role_name": details.role_name,
+                "role_password": details.role_password, "database_url": details.database_url,
+                "redis_user": details.redis_user, "redis_password": details.redis_password,
+                "redis_url": details.redis_url, "secrets_withheld": details.secrets_withheld,
+                "env": details.env,
             })
         );
         return;

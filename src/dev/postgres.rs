@@ -1,5 +1,6 @@
-//! A throwaway PostgreSQL cluster: `initdb` + `pg_ctl` from the machine's binaries, trust auth on
-//! 127.0.0.1 and a free port, stopped (`pg_ctl stop -m fast`) on drop. PostgreSQL refuses to run
+//! A throwaway PostgreSQL cluster: `initdb` + `pg_ctl` from the machine's binaries, on 127.0.0.1
+//! and a free port, with trust auth for the `postgres` superuser (sandboxd itself) and
+//! SCRAM passwords for every other role (sandboxes' login roles, so their passwords matter), stopped (`pg_ctl stop -m fast`) on drop. PostgreSQL refuses to run
 //! as root, so as root the cluster runs as the `postgres` user.
 
 use std::{
@@ -10,6 +11,14 @@ use std::{
 use anyhow::{Context, bail};
 
 use super::redis_server::free_port;
+
+/// Trust for `postgres` only; everyone else logs in with a SCRAM password.
+const PG_HBA: &str = "\
+local all postgres trust
+host  all postgres 127.0.0.1/32 trust
+local all all scram-sha-256
+host  all all 127.0.0.1/32 scram-sha-256
+";
 
 pub struct ThrowawayPostgres {
     bin_dir: PathBuf,
@@ -51,6 +60,8 @@ impl ThrowawayPostgres {
                 "--no-sync",
             ]);
             run(&mut initdb, "initdb")?;
+            std::fs::write(data_dir.join("pg_hba.conf"), PG_HBA)
+                .context("writing pg_hba.conf of the throwaway cluster")?;
         }
         let mut options = format!(
             "-p {port} -c listen_addresses=127.0.0.1 -k {} -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200",

@@ -268,6 +268,14 @@ impl RedisNamespace {
             .await
     }
 
+    /// Whether the namespace of `id` has a marker that names another deployment.
+    pub async fn has_foreign_marker(&self, id: SandboxId) -> Result<bool> {
+        let deployment: Option<String> = self
+            .on_connection(async |conn| conn.hget(Self::marker_key(id), "deployment").await)
+            .await?;
+        Ok(deployment.is_some_and(|deployment| deployment != self.deployment))
+    }
+
     /// Whether the namespace marker of `id` says this deployment made it.
     pub async fn is_ours(&self, id: SandboxId) -> Result<bool> {
         let deployment: Option<String> = self

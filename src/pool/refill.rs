@@ -13,7 +13,8 @@ use crate::{
     sandbox::{SandboxId, SandboxManager, SandboxState, boot},
     store::{
         pool::PoolFigures,
-        sandbox_create::{Booting, CreateOutcome, NewSandbox, PoolBounds},
+        sandbox_create::{Booting, CreateOutcome, NewSandbox, PoolBounds, Provisioning},
+        sandbox_roles::RoleSpec,
     },
     template::Template,
 };
@@ -90,7 +91,13 @@ impl SandboxManager {
         let created = async {
             self.redis.provision(new.id, "", &template.name).await?;
             let sql = &template.schema_sql;
-            self.store.create_pool_member(&new, sql, bounds, booting, "system").await
+            // The member's role exists but may not log in: it gets a password when claimed.
+            let role = template.postgres_role.then_some(RoleSpec {
+                login: false,
+                connection_limit: self.worker_endpoints.role_connection_limit,
+            });
+            let provisioning = Provisioning { template_sql: sql, role, credentials: None };
+            self.store.create_pool_member(&new, provisioning, bounds, booting, "system").await
         }
         .await;
         match created {

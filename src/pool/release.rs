@@ -4,9 +4,12 @@
 //! reconciler finishes (a READY row still owned by a tenant, which it destroys):
 //!
 //! 1. Locked: RUNNING → READY with its tables truncated, routes removed and name, labels,
-//!    metadata and request id cleared; still the caller's, so nobody can claim it yet.
-//! 2. Redis: keys removed, marker written again, a round trip; the schema's tables checked; a
-//!    `process` sandbox's workspace made afresh.
+//!    metadata and request id cleared, its role's login and password and its stored credentials
+//!    withdrawn; still the caller's, so nobody can claim it yet.
+//! 2. The last user's sessions of the role ended and its ACL user removed (closing its Redis
+//!    connections); Redis: keys removed, marker written again, a round trip; the schema's
+//!    tables checked; a `process` sandbox's workspace made afresh. The next claim gives the
+//!    member new passwords.
 //! 3. The row is handed to the pool (no tenant): claimable from now on.
 
 use crate::{
@@ -87,6 +90,7 @@ impl SandboxManager {
             return self.tear_down(id, &teardown, None).await;
         }
         locked.truncate_tables().await?;
+        locked.withdraw_credentials().await?;
         let change = TransitionChange {
             reason: "released to the pool",
             worker: self.replica.worker(),
@@ -143,6 +147,10 @@ impl SandboxManager {
         {
             self.runtimes.get(template.runtime).destroy(sandbox.id).await?;
             self.prepare_runtime(sandbox, &template, None).await?;
+        }
+        self.store.end_role_sessions(sandbox.id).await?;
+        if self.templates.any_redis_acl() {
+            self.redis.delete_acl_user(sandbox.id).await?;
         }
         self.redis.purge(sandbox.id).await?;
         self.redis.provision(sandbox.id, "", &sandbox.template).await?;

@@ -4,6 +4,12 @@
 //! grace period, so a create still in flight is never touched. Redis keys of ids this database
 //! does not know are removed only when their namespace marker names this deployment: other
 //! deployments may share the Redis.
+//!
+//! Sandbox login roles are found by their comment, which names this database (other databases
+//! of a shared server have their own), after the schemas (a role is dropped only once
+//! it holds no privilege on a schema). Redis ACL users (when a template makes them) whose
+//! sandbox is DESTROYED are removed; of ids this database does not know, only those whose
+//! namespace marker names this deployment or is gone (a live sandbox always has its marker).
 
 use std::time::{Duration, SystemTime};
 
@@ -16,6 +22,54 @@ impl Reconciler {
         if let Err(error) = self.remove_orphan_schemas().await {
             tracing::warn!(%error, "orphan schema sweep failed; retrying next sweep");
         }
+        if let Err(error) = self.remove_orphan_roles().await {
+            tracing::warn!(%error, "orphan role sweep failed; retrying next sweep");
+        }
+        if self.manager.templates().any_redis_acl()
+            && let Err(error) = self.remove_orphan_acl_users().await
+        {
+            tracing::warn!(%error, "orphan ACL user sweep failed; retrying next sweep");
+        }
+        match self.store().forget_orphan_credentials().await {
+            Ok(0) => {}
+            Ok(forgotten) => tracing::info!(forgotten, "credentials of gone sandboxes removed"),
+            Err(error) => tracing::warn!(%error, "orphan credentials sweep failed"),
+        }
+    }
+
+    async fn remove_orphan_roles(&self) -> Result<()> {
+        for (id, tenant) in self.store().orphan_roles().await? {
+            if !older_than(id, self.config.orphan_grace) {
+                continue;
+            }
+            match self.store().drop_orphan_role(id, tenant.as_deref()).await {
+                Ok(true) => tracing::info!(sandbox_id = %id, "orphaned login role dropped"),
+                Ok(false) => {}
+                // One role that cannot go yet (still privileged on a schema) stops no other.
+                Err(error) => {
+                    tracing::warn!(sandbox_id = %id, %error, "orphaned login role not dropped yet")
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn remove_orphan_acl_users(&self) -> Result<()> {
+        let redis = self.manager.redis();
+        let with_users = redis.sandboxes_with_acl_users().await?;
+        for (id, tenant) in self.store().sandboxes_not_live(&with_users).await? {
+            if !older_than(id, self.config.orphan_grace) {
+                continue;
+            }
+            let unknown = tenant.is_none();
+            if unknown && redis.has_foreign_marker(id).await? {
+                continue;
+            }
+            redis.delete_acl_user(id).await?;
+            self.store().record_orphan_acl_user_removed(id, tenant.as_deref()).await?;
+            tracing::info!(sandbox_id = %id, "orphaned redis ACL user removed");
+        }
+        Ok(())
     }
 
     async fn remove_orphan_schemas(&self) -> Result<()> {

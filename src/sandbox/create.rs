@@ -10,13 +10,20 @@ use sha2::{Digest, Sha256};
 
 use super::{
     Sandbox, SandboxId, SandboxState, boot,
+    destroy::Teardown,
     manager::{SandboxManager, SandboxSelector},
 };
 use crate::{
     auth::Principal,
     clock,
     error::{Error, Result},
-    store::sandbox_create::{Booting, CreateOutcome, NewSandbox},
+    isolation::credentials::IssuedCredentials,
+    store::{
+        pool::ClaimCredentials,
+        quotas::{LiveQuotas, QuotaRefusal},
+        sandbox_create::{Booting, CreateOutcome, NewSandbox, Provisioning},
+        sandbox_roles::RoleSpec,
+    },
     template::Template,
 };
 
@@ -63,16 +70,7 @@ impl SandboxManager {
             .await?;
         match outcome {
             CreateOutcome::Created(sandbox) => Ok(*sandbox),
-            CreateOutcome::QuotaExceeded => {
-                let limit = self.defaults.max_live_per_owner;
-                Err(Error::QuotaExceeded {
-                    subject: format!("owner:{}", new.owner),
-                    message: format!(
-                        "owner {:?} already has the maximum of {limit} live sandboxes",
-                        new.owner
-                    ),
-                })
-            }
+            CreateOutcome::QuotaExceeded(refusal) => Err(quota_error(&new, refusal)),
             // A concurrent duplicate of this request (same request id, so also the same name)
             // committed first: answer as it was answered.
             CreateOutcome::NameTaken | CreateOutcome::RequestIdTaken
@@ -223,23 +221,29 @@ impl SandboxManager {
         init_from: Option<SandboxId>,
         actor: String,
     ) -> Result<CreateOutcome> {
-        let quota = self.defaults.max_live_per_owner;
+        let quotas = self.live_quotas(&new.tenant);
         let pooled = template.pool.enabled;
+        let credentials = IssuedCredentials::generate(template.postgres_role, template.redis_acl);
         // A member's workspace was made without the caller's earlier files: start cold.
         let claimable = pooled && init_from.is_none();
-        if claimable
-            && let Some(claimed) = self.store.claim_pool_member(&new, quota, &actor).await?
-        {
-            if let CreateOutcome::Created(_) = claimed {
-                self.pool_wakeup.notify_one();
-            }
+        if claimable && let Some(claimed) = self.claim(&new, quotas, &credentials, &actor).await? {
             return Ok(claimed);
         }
         let booting = boot::boots(&template).then(|| Booting { worker: self.replica.worker() });
+        let limit = self.worker_endpoints.role_connection_limit;
+        let provisioning = Provisioning {
+            template_sql: &template.schema_sql,
+            role: template
+                .postgres_role
+                .then_some(RoleSpec { login: true, connection_limit: limit }),
+            credentials: Some(&credentials),
+        };
         let created = async {
             self.redis.provision(new.id, &new.tenant, &template.name).await?;
-            let sql = &template.schema_sql;
-            self.store.create_sandbox(&new, sql, quota, pooled, booting, &actor).await
+            if let Some(acl) = &credentials.acl {
+                self.redis.set_acl_user(new.id, acl).await?;
+            }
+            self.store.create_sandbox(&new, provisioning, quotas, pooled, booting, &actor).await
         }
         .await;
         match created {
@@ -257,6 +261,51 @@ impl SandboxManager {
                 self.record_failure(&new, &error, &actor).await;
                 Err(error)
             }
+        }
+    }
+
+    /// Claims a ready warm-pool member for `new`, giving it fresh credentials: its role's
+    /// password changes in the claim's transaction, its ACL user is made right after (a claim
+    /// whose ACL user cannot be made is torn down, and the create fails).
+    async fn claim(
+        &self,
+        new: &NewSandbox,
+        quotas: LiveQuotas,
+        credentials: &IssuedCredentials,
+        actor: &str,
+    ) -> Result<Option<CreateOutcome>> {
+        let connection_limit = self.worker_endpoints.role_connection_limit;
+        let issued = (credentials.role.is_some() || credentials.acl.is_some())
+            .then_some(ClaimCredentials { issued: credentials, connection_limit });
+        let Some(claimed) = self.store.claim_pool_member(new, quotas, issued, actor).await? else {
+            return Ok(None);
+        };
+        let CreateOutcome::Created(sandbox) = &claimed else { return Ok(Some(claimed)) };
+        self.pool_wakeup.notify_one();
+        if let Some(acl) = &credentials.acl
+            && let Err(error) = self.redis.set_acl_user(sandbox.id, acl).await
+        {
+            let teardown = Teardown::by_system(&sandbox.tenant, "provisioning_failed");
+            // Boxed: the teardown's future would otherwise be nested inside every create's.
+            if let Err(cleanup) = Box::pin(self.tear_down(sandbox.id, &teardown, None)).await {
+                tracing::warn!(sandbox_id = %sandbox.id, error = %cleanup, "a claim without its ACL user could not be torn down; the reconciler will");
+            }
+            return Err(error);
+        }
+        Ok(Some(claimed))
+    }
+
+    /// The quotas a create of `tenant` is held to (`sandbox.tenant_live_limits` first).
+    fn live_quotas(&self, tenant: &str) -> LiveQuotas {
+        let per_tenant = self
+            .defaults
+            .tenant_live_limits
+            .get(tenant)
+            .copied()
+            .unwrap_or(self.defaults.max_live_per_tenant);
+        LiveQuotas {
+            per_owner: self.defaults.max_live_per_owner,
+            per_tenant: (per_tenant > 0).then_some(per_tenant),
         }
     }
 
@@ -287,6 +336,31 @@ impl SandboxManager {
             sandbox = self.get(principal, &SandboxSelector::Id(sandbox.id)).await?;
         }
         Ok(sandbox)
+    }
+}
+
+/// RESOURCE_EXHAUSTED with a QuotaFailure naming the quota (`owner:<subject>` or
+/// `tenant:<tenant>`).
+fn quota_error(new: &NewSandbox, refusal: QuotaRefusal) -> Error {
+    match refusal {
+        QuotaRefusal::Tenant { limit } => Error::QuotaExceeded {
+            subject: format!("tenant:{}", new.tenant),
+            message: format!(
+                "tenant {:?} already has the maximum of {limit} live sandboxes (sandbox.max_live_per_tenant)",
+                new.tenant
+            ),
+        },
+        QuotaRefusal::Owner { limit } => Error::QuotaExceeded {
+            subject: format!("owner:{}", new.owner),
+            message: format!(
+                "owner {:?} already has the maximum of {limit} live sandboxes (sandbox.max_live_per_owner)",
+                new.owner
+            ),
+        },
+        // Only pool refills are held to a pool's bounds, never a create.
+        QuotaRefusal::Pool => {
+            Error::Internal(anyhow::anyhow!("a create was refused by pool bounds"))
+        }
     }
 }
 

@@ -6,12 +6,14 @@
 //!    replica recorded as its worker), and that commits.
 //! 2. **Resources**, with no database lock held: the runtime's processes are killed and its
 //!    workspace removed (`process`), the object prefix removed unless the template keeps it
-//!    (`keep_objects`); on Redis Cluster the Redis keys are unlinked
+//!    (`keep_objects`); the sandbox's login role stops taking logins and its sessions are ended,
+//!    its Redis ACL user is removed (closing its connections); on Redis Cluster the Redis keys
+//!    are unlinked
 //!    (read from the sandbox's hash slot). On one server they are left to the reconciler's
 //!    batched keyspace pass, since finding them there means walking every key
 //!    (`isolation::redis_namespace` has the reasoning).
-//! 3. **Done**: the row is locked again, the schema dropped and DESTROYING → DESTROYED committed
-//!    together, with `keys_purged_at` when step 2 removed the keys. So DESTROYED means the
+//! 3. **Done**: the row is locked again, the schema and the login role dropped (with the stored
+//!    credentials) and DESTROYING → DESTROYED committed together, with `keys_purged_at` when step 2 removed the keys. So DESTROYED means the
 //!    schema is gone and routes and connections refused; the Redis keys are gone with it on a
 //!    cluster, and by the next keyspace pass on one server.
 //!
@@ -171,6 +173,7 @@ impl SandboxManager {
         let keep_objects = template.is_none_or(|t| t.keep_objects);
         self.runtimes.get(runtime).destroy(id).await?;
         self.remove_objects(id, keep_objects).await?;
+        self.lock_out_credentials(id).await?;
         let removed_keys = self.redis.purge_if_cheap(id).await?;
         tracing::debug!(sandbox_id = %id, ?removed_keys, "sandbox keys removed (None: left to the keyspace pass)");
         let scope = Scope { tenant: &teardown.tenant, owner: None };
@@ -191,6 +194,20 @@ impl SandboxManager {
         let destroyed =
             locked.transition(&[SandboxState::Destroyed], change, &teardown.actor).await?;
         Ok(destroyed.sandbox)
+    }
+
+    /// The sandbox's own credentials stop working: its role may no longer log in and its open
+    /// sessions end; its Redis ACL user is removed (when any template makes them), which closes
+    /// its connections. The role itself is dropped with the schema.
+    pub(crate) async fn lock_out_credentials(&self, id: SandboxId) -> Result<()> {
+        let ended = self.store.lock_out_role(id).await?;
+        if ended > 0 {
+            tracing::info!(sandbox_id = %id, sessions = ended, "sessions of the sandbox role ended");
+        }
+        if self.templates.any_redis_acl() {
+            self.redis.delete_acl_user(id).await?;
+        }
+        Ok(())
     }
 
     /// This replica stops routing to a sandbox at once, not at the next NOTIFY.
@@ -215,6 +232,11 @@ impl SandboxManager {
     pub(crate) async fn discard_namespace(&self, id: SandboxId) {
         if let Err(error) = self.redis.discard_marker(id).await {
             tracing::warn!(sandbox_id = %id, %error, "could not remove the namespace of a refused create; the orphan sweep will");
+        }
+        if self.templates.any_redis_acl()
+            && let Err(error) = self.redis.delete_acl_user(id).await
+        {
+            tracing::warn!(sandbox_id = %id, %error, "could not remove the ACL user of a refused create; the orphan sweep will");
         }
     }
 }

@@ -210,7 +210,7 @@ impl SandboxManager {
         template: &Template,
     ) -> BTreeMap<String, String> {
         let mut env = template.process.env.clone();
-        env.extend(super::inspect::sandbox_env(sandbox.id, self.object_bucket()));
+        env.extend(super::connection::sandbox_env(sandbox.id, self.object_bucket()));
         env
     }
 }

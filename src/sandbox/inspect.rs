@@ -1,6 +1,7 @@
-//! Read-only views of one sandbox's resources: health checks, connection details, schema stats.
+//! Read-only views of one sandbox's resources: health checks and schema stats (connection
+//! details are in `connection`).
 
-use std::{collections::BTreeMap, time::Instant};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
@@ -34,32 +35,6 @@ pub struct HealthReport {
     pub level: HealthLevel,
     pub checks: Vec<HealthCheck>,
     pub checked_at: DateTime<Utc>,
-}
-
-/// What a worker needs to use a sandbox. No per-sandbox secrets exist yet (login roles and
-/// Redis ACL users are a later template option), so nothing here is secret.
-#[derive(Debug, Clone)]
-pub struct ConnectionInfo {
-    pub sandbox_id: SandboxId,
-    pub schema: String,
-    pub search_path: String,
-    pub redis_prefix: String,
-    pub subject_prefix: String,
-    pub object_prefix: String,
-    pub env: BTreeMap<String, String>,
-}
-
-/// The variables that tell a worker (or a command in the sandbox) where its resources are.
-pub(crate) fn sandbox_env(id: SandboxId, bucket: &str) -> BTreeMap<String, String> {
-    let schema = id.schema_name();
-    BTreeMap::from([
-        ("SANDBOX_ID".to_string(), id.to_string()),
-        ("PGOPTIONS".to_string(), format!("-c search_path={schema}")),
-        ("SANDBOX_SCHEMA".to_string(), schema),
-        ("REDIS_PREFIX".to_string(), id.redis_prefix()),
-        ("SUBJECT_PREFIX".to_string(), id.subject_prefix()),
-        ("OBJECT_PREFIX".to_string(), id.object_prefix(bucket)),
-    ])
 }
 
 impl SandboxManager {
@@ -156,28 +131,6 @@ impl SandboxManager {
             RuntimeHealth::Unhealthy(detail) => (HealthLevel::Unhealthy, detail),
         };
         Some(HealthCheck { name: "runtime", level, detail, latency: started.elapsed() })
-    }
-
-    pub async fn connection_info(
-        &self,
-        principal: &Principal,
-        id: SandboxId,
-    ) -> Result<ConnectionInfo> {
-        principal.require_manager()?;
-        let sandbox = self.get(principal, &SandboxSelector::Id(id)).await?;
-        let schema = id.schema_name();
-        let search_path = schema.clone();
-        let object_prefix = id.object_prefix(self.object_bucket());
-        let env = sandbox_env(id, self.object_bucket());
-        Ok(ConnectionInfo {
-            sandbox_id: sandbox.id,
-            schema,
-            search_path,
-            redis_prefix: id.redis_prefix(),
-            subject_prefix: id.subject_prefix(),
-            object_prefix,
-            env,
-        })
     }
 
     /// Exact row counts of the sandbox's tables; FAILED_PRECONDITION when the schema is gone.

@@ -57,6 +57,8 @@ pub struct SandboxManager {
     pub(crate) syncs: Arc<WorkspaceSyncs>,
     /// Mirrors, push locks and credentials of template repositories.
     pub(crate) git: Arc<crate::git::GitRemotes>,
+    /// Where workers reach PostgreSQL and Redis, for sandboxes' DSNs; sandbox roles' limits.
+    pub(crate) worker_endpoints: Arc<crate::isolation::config::WorkerEndpoints>,
 }
 
 pub(crate) fn scope(principal: &Principal) -> Scope<'_> {

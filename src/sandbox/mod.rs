@@ -3,6 +3,7 @@
 
 pub mod activity;
 pub mod boot;
+pub mod connection;
 pub mod create;
 pub mod destroy;
 pub mod exec;

@@ -1,6 +1,12 @@
 //! PostgreSQL SQLSTATE codes the store reacts to, in one place.
 
 pub const UNIQUE_VIOLATION: &str = "23505";
+pub const INSUFFICIENT_PRIVILEGE: &str = "42501";
+
+/// Whether `error` is PostgreSQL refusing for lack of a privilege.
+pub fn insufficient_privilege(error: &sqlx::Error) -> bool {
+    error.as_database_error().and_then(|db| db.code()).as_deref() == Some(INSUFFICIENT_PRIVILEGE)
+}
 
 /// The constraint name of a unique violation, if `error` is one.
 pub fn unique_violation(error: &sqlx::Error) -> Option<String> {

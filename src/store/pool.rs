@@ -4,8 +4,9 @@
 //! A ready member belongs to no tenant (`tenant = ''`, invisible to every caller). A claim
 //! stamps the caller's tenant, owner, name, labels, metadata, request id and lifetimes on the
 //! oldest ready member in one statement (`FOR UPDATE SKIP LOCKED`: concurrent claims never wait
-//! for each other and never take the same member), under the owner's quota lock like a cold
-//! create. A release goes the other way in three steps: RUNNING → READY with the tables emptied
+//! for each other and never take the same member), under the quota lock like a cold create
+//! (`quotas`); a member's role gets its login password and the sandbox its credentials in the
+//! same transaction (`sandbox_roles`). A release goes the other way in three steps: RUNNING → READY with the tables emptied
 //! and the routes removed, still the caller's (so nobody can claim it yet); the Redis reset
 //! outside any database lock; then the row is handed back to the pool (`tenant = ''`).
 
@@ -18,11 +19,20 @@ use super::{
     Store,
     audit::{self, Events},
     pg_codes, pool_stats,
-    sandbox_create::{CreateOutcome, NewSandbox, owner_quota_lock_key},
+    quotas::{self, LiveQuotas},
+    sandbox_create::{CreateOutcome, NewSandbox},
+    sandbox_roles,
     sandbox_transitions::LockedSandbox,
     sandboxes::{COLUMNS, SandboxRow, live_states},
 };
-use crate::{error::Result, sandbox::SandboxId};
+use crate::{error::Result, isolation::credentials::IssuedCredentials, sandbox::SandboxId};
+
+/// Credentials a claimed member is given, with its role's connection limit.
+#[derive(Debug, Clone, Copy)]
+pub struct ClaimCredentials<'a> {
+    pub issued: &'a IssuedCredentials,
+    pub connection_limit: u32,
+}
 
 /// Sizes and counters of one template's pool.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -48,10 +58,12 @@ impl Store {
     pub async fn claim_pool_member(
         &self,
         new: &NewSandbox,
-        live_quota: u32,
+        quotas: LiveQuotas,
+        credentials: Option<ClaimCredentials<'_>>,
         actor: &str,
     ) -> Result<Option<CreateOutcome>> {
-        super::retry_on_contention(|| self.claim_pool_member_once(new, live_quota, actor)).await
+        super::retry_on_contention(|| self.claim_pool_member_once(new, quotas, credentials, actor))
+            .await
     }
 
     /// Claims the oldest ready member of `new.template` for `new` (whose id is ignored); `None`
@@ -61,7 +73,8 @@ impl Store {
     async fn claim_pool_member_once(
         &self,
         new: &NewSandbox,
-        live_quota: u32,
+        quotas: LiveQuotas,
+        credentials: Option<ClaimCredentials<'_>>,
         actor: &str,
     ) -> Result<Option<CreateOutcome>> {
         let mut tx = self.pool().begin().await?;
@@ -72,7 +85,7 @@ impl Store {
             format!(
                 "SET LOCAL plan_cache_mode = force_generic_plan;
                  SELECT pg_advisory_xact_lock({})",
-                owner_quota_lock_key(&new.tenant, &new.owner)
+                quotas.lock_key(&new.tenant, &new.owner)
             )
             .as_str(),
         )
@@ -100,8 +113,7 @@ impl Store {
                      idle_noticed_at = NULL
                  FROM member
                  WHERE s.id = member.id
-                   AND (SELECT count(*) FROM sandboxes
-                        WHERE tenant = $2 AND owner = $3 AND state = ANY($12)) < $13
+                   AND {}
                  RETURNING s.*
              ),
              counted AS (
@@ -110,7 +122,8 @@ impl Store {
              ),
              {}
              SELECT {COLUMNS} FROM changed",
-            audit::recording_ctes("changed", 15)
+            quotas::quotas_hold("$2", "$3", "$12", "$13", "$15"),
+            audit::recording_ctes("changed", 16)
         );
         let query = sqlx::query_as::<_, SandboxRow>(&sql)
             .bind(&new.template)
@@ -125,8 +138,9 @@ impl Store {
             .bind(new.expire_at)
             .bind(new.max_expire_at)
             .bind(live_states())
-            .bind(i64::from(live_quota))
-            .bind(pool_stats::random_shard());
+            .bind(i64::from(quotas.per_owner))
+            .bind(pool_stats::random_shard())
+            .bind(quotas.tenant_limit());
         let claimed = match events.bind_to(query, actor).fetch_optional(&mut *tx).await {
             Ok(claimed) => claimed,
             Err(error) => {
@@ -138,21 +152,20 @@ impl Store {
             }
         };
         if let Some(row) = claimed {
+            let sandbox = row.into_domain()?.0;
+            if let Some(credentials) = credentials {
+                let limit = credentials.connection_limit;
+                sandbox_roles::issue_at_claim(&mut tx, sandbox.id, credentials.issued, limit)
+                    .await?;
+            }
             tx.commit().await?;
-            return Ok(Some(CreateOutcome::Created(Box::new(row.into_domain()?.0))));
+            return Ok(Some(CreateOutcome::Created(Box::new(sandbox))));
         }
-        // Nothing claimed: the pool was empty, or the owner is at its quota (this statement
-        // sees every create of the owner that committed before the lock was granted).
-        let (live,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM sandboxes WHERE tenant = $1 AND owner = $2 AND state = ANY($3)",
-        )
-        .bind(&new.tenant)
-        .bind(&new.owner)
-        .bind(live_states())
-        .fetch_one(&mut *tx)
-        .await?;
+        // Nothing claimed: the pool was empty, or a quota is full (this statement sees every
+        // create of the tenant that committed before the lock was granted).
+        let refusal = quotas.refusal(&mut tx, &new.tenant, &new.owner).await?;
         tx.rollback().await?;
-        Ok((live >= i64::from(live_quota)).then_some(CreateOutcome::QuotaExceeded))
+        Ok(refusal.map(CreateOutcome::QuotaExceeded))
     }
 
     /// Hands a released member back to the pool once its reset is done: it belongs to no tenant

@@ -373,7 +373,7 @@ impl PrunedLog {
     }
 }
 
-async fn record_orphan_removal(
+pub(super) async fn record_orphan_removal(
     conn: &mut PgConnection,
     tenant: Option<&str>,
     id: SandboxId,

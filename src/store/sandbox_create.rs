@@ -1,6 +1,6 @@
-//! Creating a sandbox in one transaction: first its schema with the template's tables, then,
-//! under the owner's quota lock, the row (born RUNNING) with its one audit event,
-//! `sandbox_created` in RUNNING: other sessions never see it in any other state, so the trail
+//! Creating a sandbox in one transaction: first its schema with the template's tables (and its
+//! login role, `sandbox_roles`), then, under the quota lock (`quotas`), the row (born RUNNING)
+//! with its one audit event, `sandbox_created` in RUNNING: other sessions never see it in any other state, so the trail
 //! claims none. Warm-pool members are born READY the same way, under their template's pool
 //! lock. Nothing of a create that fails or is refused stays
 //! in PostgreSQL; a failure is then recorded on its own as a FAILED row
@@ -8,7 +8,7 @@
 //!
 //! Why this order: the DDL, by far the longest part, holds no lock another create waits for.
 //! The quota lock and the tenant's event-ordering lock are taken by the last two statements
-//! before COMMIT, so creates of one owner serialize only on that short tail. The price is that
+//! before COMMIT, so creates of one tenant serialize only on that short tail. The price is that
 //! a create refused for its name or quota did its DDL for nothing (rolled back).
 //!
 //! Data-only templates provision entirely here. A template whose runtime boots (`process`:
@@ -19,17 +19,20 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, types::Json};
 
 use super::{
     Store,
     audit::{self, Events},
-    pg_codes, pool_stats, sandbox_schema,
+    pg_codes, pool_stats,
+    quotas::{self, LiveQuotas, QuotaRefusal},
+    sandbox_roles::{self, RoleSpec},
+    sandbox_schema,
     sandboxes::{COLUMNS, SandboxRow, live_states},
 };
 use crate::{
     error::{Error, Result},
+    isolation::credentials::IssuedCredentials,
     sandbox::{Sandbox, SandboxId, SandboxState},
 };
 
@@ -55,8 +58,8 @@ pub struct NewSandbox {
 #[derive(Debug)]
 pub enum CreateOutcome {
     Created(Box<Sandbox>),
-    /// The owner already holds its maximum of live sandboxes.
-    QuotaExceeded,
+    /// The owner or the tenant already holds its maximum of live sandboxes (or a pool is full).
+    QuotaExceeded(QuotaRefusal),
     /// A live sandbox of the tenant has this name.
     NameTaken,
     /// Another create of the tenant used this request id and committed first.
@@ -66,8 +69,8 @@ pub enum CreateOutcome {
 /// How the row of a new sandbox is born.
 enum Birth<'a> {
     /// Provisioned for a create: RUNNING (CREATING while its runtime boots), counted against
-    /// the owner's quota.
-    Running { live_quota: u32, booting: Option<Booting> },
+    /// the owner's and the tenant's quotas.
+    Running { quotas: LiveQuotas, booting: Option<Booting> },
     /// Provisioned for a warm pool: READY (CREATING while its runtime boots), owned by no
     /// tenant, within the pool's bounds.
     Ready { bounds: PoolBounds, booting: Option<Booting> },
@@ -81,6 +84,19 @@ enum Birth<'a> {
 #[derive(Debug, Clone, Copy)]
 pub struct Booting {
     pub worker: Option<i32>,
+}
+
+/// What is made in the new sandbox's schema: the template's tables and the per-sandbox
+/// credentials (template options `postgres_role`, `redis_acl`).
+#[derive(Debug, Clone, Copy)]
+pub struct Provisioning<'a> {
+    /// The template's SQL, run inside the schema.
+    pub template_sql: &'a str,
+    /// The login role to create; `None`: none.
+    pub role: Option<RoleSpec>,
+    /// Passwords to store for GetConnectionDetails (none for a warm-pool member, which gets
+    /// them when claimed).
+    pub credentials: Option<&'a IssuedCredentials>,
 }
 
 /// Bounds of a template's warm pool.
@@ -97,17 +113,17 @@ impl Store {
     pub async fn create_sandbox(
         &self,
         new: &NewSandbox,
-        template_sql: &str,
-        live_quota: u32,
+        provisioning: Provisioning<'_>,
+        quotas: LiveQuotas,
         pooled: bool,
         booting: Option<Booting>,
         actor: &str,
     ) -> Result<CreateOutcome> {
-        // The owner's quota lock comes right after the DDL, in the same round trip: concurrent
-        // creates of this owner wait only for the insert and the commit.
-        let lock = owner_quota_lock_key(&new.tenant, &new.owner);
-        let birth = Birth::Running { live_quota, booting };
-        self.provision(new, template_sql, lock, birth, pooled, actor).await
+        // The quota lock comes right after the DDL, in the same round trip: concurrent creates
+        // of this tenant (or owner) wait only for the insert and the commit.
+        let lock = quotas.lock_key(&new.tenant, &new.owner);
+        let birth = Birth::Running { quotas, booting };
+        self.provision(new, provisioning, lock, birth, pooled, actor).await
     }
 
     /// Provisions a warm-pool member of `new.template` in one transaction: born READY (or
@@ -118,35 +134,49 @@ impl Store {
     pub async fn create_pool_member(
         &self,
         new: &NewSandbox,
-        template_sql: &str,
+        provisioning: Provisioning<'_>,
         bounds: PoolBounds,
         booting: Option<Booting>,
         actor: &str,
     ) -> Result<CreateOutcome> {
         let birth = Birth::Ready { bounds, booting };
-        let lock = pool_lock_key(&new.template);
-        self.provision(new, template_sql, lock, birth, false, actor).await
+        let lock = quotas::pool_lock_key(&new.template);
+        self.provision(new, provisioning, lock, birth, false, actor).await
     }
 
-    /// The schema DDL and then, under the advisory lock `lock`, the row: one transaction,
-    /// committed only when the row was inserted. A cold create of a pooled template counts as
-    /// a pool miss in the same transaction.
+    /// The credentials, the schema and role DDL and then, under the advisory lock `lock`, the
+    /// row: one transaction, committed only when the row was inserted. A cold create of a
+    /// pooled template counts as a pool miss in the same transaction.
     async fn provision(
         &self,
         new: &NewSandbox,
-        template_sql: &str,
+        provisioning: Provisioning<'_>,
         lock: i64,
         birth: Birth<'_>,
         count_miss: bool,
         actor: &str,
     ) -> Result<CreateOutcome> {
         let mut tx = self.pool().begin().await?;
+        if let Some(credentials) = provisioning.credentials {
+            sandbox_roles::save_credentials(&mut tx, new.id, credentials).await?;
+        }
+        let role = provisioning.role.map(|role| sandbox_roles::create_role_batch(new.id, role));
         let batch = format!(
-            "{};\nSELECT pg_advisory_xact_lock({lock})",
-            sandbox_schema::create_batch(new.id, template_sql)
+            "{};\n{}SELECT pg_advisory_xact_lock({lock})",
+            sandbox_schema::create_batch(new.id, provisioning.template_sql),
+            role.unwrap_or_default()
         );
         sandbox_schema::execute_template_batch(&mut tx, &batch).await?;
-        let outcome = insert(&mut tx, new, birth, actor).await?;
+        let quotas = match birth {
+            Birth::Running { quotas, .. } => Some(quotas),
+            Birth::Ready { .. } | Birth::Failed { .. } => None,
+        };
+        let mut outcome = insert(&mut tx, new, birth, actor).await?;
+        if let (CreateOutcome::QuotaExceeded(_), Some(quotas)) = (&outcome, quotas)
+            && let Some(refusal) = quotas.refusal(&mut tx, &new.tenant, &new.owner).await?
+        {
+            outcome = CreateOutcome::QuotaExceeded(refusal);
+        }
         if let CreateOutcome::Created(_) = outcome {
             if count_miss {
                 pool_stats::count_miss(&mut tx, &new.template).await?;
@@ -187,7 +217,8 @@ async fn insert(
     birth: Birth<'_>,
     actor: &str,
 ) -> Result<CreateOutcome> {
-    let (mut live_quota, mut pool_min, mut pool_max, mut last_error) = (None, None, None, None);
+    let (mut owner_limit, mut tenant_limit) = (None, None);
+    let (mut pool_min, mut pool_max, mut last_error) = (None, None, None);
     let worker;
     let mut request_id = new.request_id.as_deref();
     let booted_or = |booting: Option<Booting>, state| match booting {
@@ -195,8 +226,9 @@ async fn insert(
         None => (state, None),
     };
     let state = match birth {
-        Birth::Running { live_quota: quota, booting } => {
-            live_quota = Some(i64::from(quota));
+        Birth::Running { quotas, booting } => {
+            owner_limit = Some(i64::from(quotas.per_owner));
+            tenant_limit = quotas.tenant_limit();
             let state;
             (state, worker) = booted_or(booting, SandboxState::Running);
             state
@@ -220,9 +252,7 @@ async fn insert(
                  request_id, request_fingerprint, last_error, created_at, updated_at, expire_at,
                  max_expire_at, last_activity_at, worker)
              SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12, $13, $14, $12, $19
-             WHERE ($15::bigint IS NULL
-                    OR (SELECT count(*) FROM sandboxes
-                        WHERE tenant = $2 AND owner = $3 AND state = ANY($16)) < $15)
+             WHERE ($15::bigint IS NULL OR ({}))
                AND ($17::bigint IS NULL
                     OR (SELECT count(*) FROM sandboxes
                         WHERE template = $5 AND state IN ('READY', 'CREATING') AND tenant = '')
@@ -236,7 +266,8 @@ async fn insert(
          ),
          {}
          SELECT changed.* FROM changed",
-        audit::recording_ctes("changed", 20)
+        quotas::quotas_hold("$2", "$3", "$16", "$15", "$20"),
+        audit::recording_ctes("changed", 21)
     );
     let query = sqlx::query_as::<_, SandboxRow>(&sql)
         .bind(new.id.as_uuid())
@@ -253,48 +284,22 @@ async fn insert(
         .bind(new.created_at)
         .bind(new.expire_at)
         .bind(new.max_expire_at)
-        .bind(live_quota)
+        .bind(owner_limit)
         .bind(live_states())
         .bind(pool_min)
         .bind(pool_max)
-        .bind(worker);
+        .bind(worker)
+        .bind(tenant_limit);
     match events.bind_to(query, actor).fetch_optional(conn).await {
         Ok(Some(row)) => Ok(CreateOutcome::Created(Box::new(row.into_domain()?.0))),
-        Ok(None) => Ok(CreateOutcome::QuotaExceeded),
+        // Refined by the caller (which quota) while the lock is still held.
+        Ok(None) => Ok(CreateOutcome::QuotaExceeded(QuotaRefusal::Pool)),
         Err(error) => match pg_codes::unique_violation(&error).as_deref() {
             Some("sandboxes_live_name_key") => Ok(CreateOutcome::NameTaken),
             Some("sandboxes_request_id_key") => Ok(CreateOutcome::RequestIdTaken),
             _ => Err(error.into()),
         },
     }
-}
-
-/// The advisory-lock key under which an owner's live sandboxes are counted and added. A number
-/// computed here rather than a hash of text in SQL, so it can sit in a simple-query batch
-/// without any caller-supplied text in it.
-pub(super) fn owner_quota_lock_key(tenant: &str, owner: &str) -> i64 {
-    lock_key(&[b"sandboxd.owner_quota", tenant.as_bytes(), owner.as_bytes()])
-}
-
-/// The advisory-lock key under which a template's pool members are counted and added.
-fn pool_lock_key(template: &str) -> i64 {
-    lock_key(&[b"sandboxd.pool", template.as_bytes()])
-}
-
-fn lock_key(parts: &[&[u8]]) -> i64 {
-    // Parts joined by NUL bytes (as keys were always computed, so replicas of different
-    // versions agree on them).
-    let mut hasher = Sha256::new();
-    for (index, part) in parts.iter().enumerate() {
-        if index > 0 {
-            hasher.update(b"\0");
-        }
-        hasher.update(part);
-    }
-    let digest = hasher.finalize();
-    let mut key = [0u8; 8];
-    key.copy_from_slice(&digest[..8]);
-    i64::from_be_bytes(key)
 }
 
 /// The one event of a new row: `sandbox_created`, in the state the row was born in (RUNNING,

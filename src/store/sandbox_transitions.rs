@@ -2,8 +2,8 @@
 //! transaction and `SELECT … FOR UPDATE`), lets the domain decide from what it sees, and then
 //! writes everything in one statement ([`LockedSandbox::transition`]): the new state, one audit
 //! event per step, and, when the sandbox leaves RUNNING, the removal of its guild routes. A
-//! transition that reaches DESTROYED drops the schema in the same transaction: never one without
-//! the other.
+//! transition that reaches DESTROYED drops the schema (and the sandbox's login role) in the same
+//! transaction: never one without the other.
 //!
 //! Why lock first: the write then cannot lose a race (no compare-and-set retries), the etag is
 //! checked against the row as it will be written, and the route removal, reading with a snapshot
@@ -17,7 +17,7 @@ use super::{
     Store,
     audit::{self, Events},
     routes::{self, RouteRecord},
-    sandbox_schema,
+    sandbox_roles, sandbox_schema,
     sandboxes::{COLUMNS, SandboxRow, Scope},
 };
 use crate::{
@@ -158,6 +158,7 @@ impl LockedSandbox {
         let id = self.sandbox.id;
         if to == SandboxState::Destroyed {
             sandbox_schema::drop_in(&mut self.tx, id).await?;
+            sandbox_roles::drop_role_in(&mut self.tx, id).await?;
         }
         let sql = format!(
             "WITH changed AS (

@@ -287,12 +287,16 @@ impl Drop for TestApp {
 
 pub async fn cleanup(database_name: String, database_url: String, key_prefix: String) {
     let mut patterns = vec![format!("{key_prefix}*")];
+    // Sandbox login roles are objects of the whole (shared) server: the ones of this database
+    // (their comment names it) are dropped after it.
+    let mut roles = Vec::new();
     if let Ok(mut conn) = PgConnection::connect(&database_url).await {
         let ids: Vec<uuid::Uuid> = sqlx::query_scalar("SELECT id FROM sandboxes")
             .fetch_all(&mut conn)
             .await
             .unwrap_or_default();
         patterns.extend(ids.iter().map(|id| format!("sandbox:{{{id}}}:*")));
+        roles = sandbox_roles_of_database(&mut conn).await;
         conn.close().await.ok();
     }
     if let Ok(client) = redis::Client::open(redis_url())
@@ -313,6 +317,25 @@ pub async fn cleanup(database_name: String, database_url: String, key_prefix: St
         .execute(&mut admin)
         .await
         .expect("dropping the test database");
+    for role in roles {
+        sqlx::query(&format!("DROP ROLE IF EXISTS \"{role}\""))
+            .execute(&mut admin)
+            .await
+            .unwrap_or_else(|error| panic!("dropping sandbox role {role}: {error}"));
+    }
+}
+
+/// The sandbox login roles made for the database `conn` is connected to.
+pub async fn sandbox_roles_of_database(conn: &mut PgConnection) -> Vec<String> {
+    sqlx::query_scalar(
+        "SELECT r.rolname::text FROM pg_roles r
+         JOIN pg_shdescription d ON d.objoid = r.oid AND d.classoid = 'pg_authid'::regclass
+         WHERE d.description = $1 || current_database() AND r.rolname ~ '^sandbox_[0-9a-f]{32}$'",
+    )
+    .bind(sandboxd::store::sandbox_roles::ROLE_COMMENT_PREFIX)
+    .fetch_all(conn)
+    .await
+    .unwrap_or_default()
 }
 
 pub fn create_request(name: &str) -> sandboxd::proto::CreateSandboxRequest {
