@@ -79,7 +79,9 @@ impl App {
         let locks = Locks::new(redis.clone());
         let (lock_audit, lock_audit_writer) = LockAudit::new();
         let rate_limits = RateLimiter::new(config.rate_limit.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
         let sandboxes = SandboxManager {
+            metrics: metrics.clone(),
             store: store.clone(),
             redis: redis.clone(),
             templates: templates.clone(),
@@ -119,7 +121,7 @@ impl App {
             redis,
             auth,
             rate_limits,
-            metrics: Arc::new(crate::metrics::Metrics::new()),
+            metrics: metrics.clone(),
             sandboxes,
             routing,
             templates,

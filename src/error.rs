@@ -21,6 +21,27 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub const DATABASE_CONTENTION: &str = "DATABASE_CONTENTION";
 
 impl Error {
+    /// A short, bounded name of the kind of error, for metric labels (`quota_exceeded`, …).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidArgument(_) | Error::Undecodable(_) => "invalid_argument",
+            Error::NotFound { .. } => "not_found",
+            Error::AlreadyExists { .. } => "already_exists",
+            Error::QuotaExceeded { .. } => "quota_exceeded",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::FailedPrecondition { .. } => "failed_precondition",
+            Error::Aborted { .. } => "aborted",
+            Error::TooLarge { .. } => "too_large",
+            Error::OutOfRange { .. } => "out_of_range",
+            Error::Unauthenticated(_) => "unauthenticated",
+            Error::PermissionDenied(_) => "permission_denied",
+            Error::Unavailable { .. } | Error::NotReady(_) => "unavailable",
+            Error::DeadlineExceeded { .. } => "deadline_exceeded",
+            Error::Unimplemented(_) => "unimplemented",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// A database deadlock or serialization failure: running the transaction again may succeed.
     pub fn is_database_contention(&self) -> bool {
         matches!(self, Error::Aborted { reason: DATABASE_CONTENTION, .. })

@@ -152,6 +152,23 @@ fn the_deployment_matches_the_code() {
         };
         env.insert(name, value);
     }
+    // The metrics listener: its port is declared and is the one Prometheus is told to scrape.
+    let metrics_port = container["ports"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|port| port["name"] == "metrics")
+        .and_then(|port| port["containerPort"].as_u64())
+        .expect("a metrics container port");
+    let listen = env.get("SANDBOXD_METRICS__LISTEN").expect("the metrics listener is on");
+    assert!(
+        listen.ends_with(&format!(":{metrics_port}")),
+        "metrics listen {listen} vs port {metrics_port}"
+    );
+    let annotations = &spec["template"]["metadata"]["annotations"];
+    assert_eq!(annotations["prometheus.io/scrape"], "true");
+    assert_eq!(annotations["prometheus.io/port"], metrics_port.to_string());
+    assert_eq!(annotations["prometheus.io/path"], "/metrics");
     let configmap = of_kind(&documents, "ConfigMap");
     let volume = &spec["template"]["spec"]["volumes"][0];
     assert_eq!(

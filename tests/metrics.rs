@@ -119,4 +119,29 @@ async fn a_scrape_reports_rpcs_sandboxes_and_pools() {
         }
     }
     assert!(samples.iter().any(|(name, _, _)| name == "grpc_server_handled_total"));
+
+    // Creates and destroys by outcome.
+    let unknown =
+        proto::CreateSandboxRequest { template: "no-such-template".into(), ..Default::default() };
+    owner.create_sandbox(unknown).await.unwrap_err();
+    owner.destroy_sandbox(common::destroy_request(&created.sandbox_id)).await.unwrap();
+    let samples = scrape(&app).await;
+    let creates = |template, outcome| {
+        value(
+            &samples,
+            "sandboxd_sandbox_creates_total",
+            &[("template", template), ("outcome", outcome)],
+        )
+    };
+    assert_eq!(creates(template, "created"), Some(1.0));
+    assert_eq!(creates("no-such-template", "not_found"), Some(1.0));
+    assert_eq!(
+        value(&samples, "sandboxd_sandbox_destroys_total", &[("outcome", "destroyed")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&samples, "sandboxd_sandboxes", &[("template", template), ("state", "RUNNING")]),
+        None,
+        "a destroyed sandbox is no longer counted"
+    );
 }

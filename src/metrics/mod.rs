@@ -12,6 +12,10 @@
 //!   `sandboxd_pool_hits_total{template}`, `sandboxd_pool_misses_total{template}`: warm pools,
 //!   from PostgreSQL at scrape time (the totals are the deployment's, kept in PostgreSQL).
 //!
+//! - `sandboxd_sandbox_creates_total{template,outcome}`, `sandboxd_sandbox_destroys_total{outcome}`
+//!   (this replica's; outcome `created` / `destroyed` or the error's kind) and
+//!   `sandboxd_reconcile_actions_total{reason}` (expired, idle, boot timeout, …).
+//!
 //! Never a sandbox id, a tenant or a subject as a label: their number is unbounded.
 
 pub mod http;
@@ -51,6 +55,22 @@ struct TemplateLabels {
     template: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CreateLabels {
+    template: String,
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabels {
+    reason: String,
+}
+
 /// RPC latency buckets, in seconds: 1 ms to about 2 min.
 fn latency_histogram() -> Histogram {
     Histogram::new([
@@ -75,6 +95,9 @@ pub struct Metrics {
     pool_in_use: Family<TemplateLabels, Gauge>,
     pool_hits: Family<TemplateLabels, Counter>,
     pool_misses: Family<TemplateLabels, Counter>,
+    creates: Family<CreateLabels, Counter>,
+    destroys: Family<OutcomeLabels, Counter>,
+    reconcile_actions: Family<ReasonLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -128,8 +151,29 @@ impl Metrics {
             "Creates that found no ready pool member",
             pool_misses.clone(),
         );
+        let creates = Family::<CreateLabels, Counter>::default();
+        registry.register(
+            "sandboxd_sandbox_creates",
+            "CreateSandbox and EnsureSandbox creates by outcome (`created` or the error's kind)",
+            creates.clone(),
+        );
+        let destroys = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "sandboxd_sandbox_destroys",
+            "DestroySandbox calls by outcome (`destroyed` or the error's kind)",
+            destroys.clone(),
+        );
+        let reconcile_actions = Family::<ReasonLabels, Counter>::default();
+        registry.register(
+            "sandboxd_reconcile_actions",
+            "Sandboxes the reconciler moved on, by reason",
+            reconcile_actions.clone(),
+        );
         Self {
             registry,
+            creates,
+            destroys,
+            reconcile_actions,
             known_methods: known_methods(),
             handled,
             handling_seconds,
@@ -162,6 +206,24 @@ impl Metrics {
         let labels =
             MethodLabels { service: method.service.clone(), method: method.method.clone() };
         self.handling_seconds.get_or_create(&labels).observe(elapsed.as_secs_f64());
+    }
+
+    /// Records a create's outcome: `created`, or the kind of its error ([`crate::error::Error::kind`]).
+    pub fn record_create<T>(&self, template: &str, result: &Result<T>) {
+        let outcome = result.as_ref().map_or_else(|error| error.kind(), |_| "created");
+        let labels = CreateLabels { template: template.to_string(), outcome: outcome.to_string() };
+        self.creates.get_or_create(&labels).inc();
+    }
+
+    /// Records a destroy's outcome: `destroyed`, or the kind of its error.
+    pub fn record_destroy<T>(&self, result: &Result<T>) {
+        let outcome = result.as_ref().map_or_else(|error| error.kind(), |_| "destroyed");
+        self.destroys.get_or_create(&OutcomeLabels { outcome: outcome.to_string() }).inc();
+    }
+
+    /// Records one reconciler action (`reason` is one of the reconciler's fixed reasons).
+    pub fn record_reconcile(&self, reason: &'static str) {
+        self.reconcile_actions.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
     }
 
     /// The exposition: refreshes the figures read from PostgreSQL, then encodes everything.

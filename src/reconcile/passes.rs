@@ -208,6 +208,7 @@ impl Reconciler {
                 self.manager.catch_up_routes().await;
             }
             tracing::info!(sandbox_id = %id, to = %to, reason, "reconciler acted");
+            self.manager.metrics.record_reconcile(reason);
             drop(_in_flight);
             self.destroy(id, &tenant, reason).await;
             Ok::<_, crate::error::Error>(())

@@ -51,6 +51,13 @@ impl SandboxManager {
     /// behind: the sandbox goes FAILED → DESTROYING → DESTROYED with `last_error`.
     #[tracing::instrument(name = "sandbox.create", skip_all, fields(tenant = %principal.tenant, template = %spec.template))]
     pub async fn create(&self, principal: &Principal, spec: CreateSpec) -> Result<Sandbox> {
+        let template = spec.template.clone();
+        let result = self.create_counted(principal, spec).await;
+        self.metrics.record_create(&template, &result);
+        result
+    }
+
+    async fn create_counted(&self, principal: &Principal, spec: CreateSpec) -> Result<Sandbox> {
         principal.require_manager()?;
         let template = self
             .templates

@@ -89,10 +89,13 @@ impl SandboxManager {
         let reason = if reason.is_empty() { "requested by caller" } else { reason };
         let teardown = Teardown::for_caller(principal, reason);
         let (manager, etag) = (self.clone(), etag.map(str::to_string));
-        self.run_to_completion(
-            async move { manager.tear_down(id, &teardown, etag.as_deref()).await },
-        )
-        .await
+        let result = self
+            .run_to_completion(
+                async move { manager.tear_down(id, &teardown, etag.as_deref()).await },
+            )
+            .await;
+        self.metrics.record_destroy(&result);
+        result
     }
 
     /// The three steps of the module docs. A sandbox still being provisioned is refused (its

@@ -31,6 +31,8 @@ pub enum SandboxSelector {
 #[derive(Clone)]
 pub struct SandboxManager {
     pub(crate) store: Store,
+    /// Outcome counters of creates, destroys and reconciler actions.
+    pub(crate) metrics: Arc<crate::metrics::Metrics>,
     pub(crate) redis: RedisNamespace,
     pub(crate) templates: Arc<TemplateCatalog>,
     pub(crate) defaults: SandboxDefaults,
