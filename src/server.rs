@@ -233,7 +233,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         .concurrency_limit_per_connection(app.config.server.concurrency_limit_per_connection)
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
-        .trace_fn(|request| tracing::info_span!("rpc", rpc = %request.uri().path()))
+        .trace_fn(crate::telemetry::rpc_span)
         .layer(WireLimitsLayer {
             max_metadata_bytes: app.config.server.max_metadata_bytes,
             metrics: app.metrics.clone(),

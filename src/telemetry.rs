@@ -1,13 +1,20 @@
-//! Logging and tracing. One span per RPC is opened by the server (`server.rs`); store methods
-//! add `store.*` spans. With `telemetry.otlp_endpoint` set, spans are also exported over OTLP
-//! (gRPC) to an OpenTelemetry collector.
+//! Logging and tracing. One span per RPC is opened by the server (`server.rs`, [`rpc_span`]);
+//! it continues the caller's trace when the request carries a W3C `traceparent`, and records
+//! the trace id as its `trace_id` field (so JSON log lines carry it). Store methods add
+//! `store.*` spans, Redis work `redis.command`, object-store requests `s3.*`. With
+//! `telemetry.otlp_endpoint` set, spans are exported over OTLP (gRPC) to an OpenTelemetry
+//! collector.
 
 use std::time::Duration;
 
 use anyhow::Context;
-use opentelemetry::trace::TracerProvider as _;
+use opentelemetry::{
+    propagation::Extractor,
+    trace::{TraceContextExt as _, TracerProvider as _},
+};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::{Resource, trace::SdkTracerProvider};
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 use crate::config::{LogFormat, TelemetryConfig};
@@ -50,6 +57,9 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
                 .build(),
         )
     };
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
     let otel_layer = provider
         .as_ref()
         .map(|provider| tracing_opentelemetry::layer().with_tracer(provider.tracer("sandboxd")));
@@ -60,4 +70,36 @@ pub fn init(config: &TelemetryConfig) -> anyhow::Result<TelemetryGuard> {
     };
     drop(installed);
     Ok(TelemetryGuard { provider })
+}
+
+/// Reads propagation headers (`traceparent`, `tracestate`) from a request's headers.
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|value| value.to_str().ok())
+    }
+
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(http::HeaderName::as_str).collect()
+    }
+}
+
+/// The span of one RPC: a child of the caller's span when the request carries a valid W3C
+/// `traceparent` (else a new trace), with the trace id in its `trace_id` field.
+pub fn rpc_span<B>(request: &http::Request<B>) -> tracing::Span {
+    let span =
+        tracing::info_span!("rpc", rpc = %request.uri().path(), trace_id = tracing::field::Empty);
+    let parent = opentelemetry::global::get_text_map_propagator(|propagator| {
+        propagator.extract(&HeaderExtractor(request.headers()))
+    });
+    if parent.span().span_context().is_valid() {
+        // Fails only when no OpenTelemetry layer is installed; then there is no trace to join.
+        let _ = span.set_parent(parent);
+    }
+    let trace_id = span.context().span().span_context().trace_id();
+    if trace_id != opentelemetry::trace::TraceId::INVALID {
+        span.record("trace_id", tracing::field::display(trace_id));
+    }
+    span
 }

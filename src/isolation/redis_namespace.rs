@@ -164,6 +164,7 @@ impl RedisNamespace {
     /// Runs `work` on a connection, within the command timeout (per batch, for a purge or a
     /// scan). A connection whose work failed in a way that may have broken it, or did not
     /// answer in time, is discarded ([`RedisClient::discard`]).
+    #[tracing::instrument(name = "redis.command", skip_all)]
     pub(crate) async fn on_connection<T>(
         &self,
         work: impl AsyncFnOnce(&mut RedisConn) -> RedisResult<T>,

@@ -11,6 +11,7 @@ const BATCH: usize = 1000;
 /// and deletes it in one DeleteObjects, until none are left. Returns how many were deleted.
 /// Refuses a prefix that is empty or does not end with `/` (it would reach other sandboxes'
 /// objects).
+#[tracing::instrument(name = "s3.delete_prefix", skip_all)]
 pub async fn delete_prefix(target: &SyncTarget) -> Result<u64> {
     if target.prefix.is_empty() || !target.prefix.ends_with('/') {
         return Err(Error::invalid("prefix", "must be non-empty and end with '/'"));
@@ -40,6 +41,7 @@ pub async fn delete_prefix(target: &SyncTarget) -> Result<u64> {
 
 /// Deletes `keys` (any number), 1,000 per request. Deleting a missing key succeeds (S3 is
 /// idempotent here); a key S3 reports as not deleted fails the call.
+#[tracing::instrument(name = "s3.delete_objects", skip_all)]
 pub(super) async fn delete_keys(target: &SyncTarget, keys: Vec<String>) -> Result<u64> {
     let mut deleted = 0;
     for batch in keys.chunks(BATCH) {

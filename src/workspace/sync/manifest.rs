@@ -35,6 +35,7 @@ impl Manifest {
 }
 
 /// Reads the manifest; `None` when the prefix has none (nothing was pushed yet).
+#[tracing::instrument(name = "s3.get_manifest", skip_all)]
 pub async fn load_manifest(target: &SyncTarget) -> Result<Option<Manifest>> {
     let key = target.manifest_key();
     let response = match target.client.get_object().bucket(&target.bucket).key(&key).send().await {
@@ -63,6 +64,7 @@ pub async fn load_manifest(target: &SyncTarget) -> Result<Option<Manifest>> {
 }
 
 /// Writes the manifest in one PUT (S3 makes it visible atomically).
+#[tracing::instrument(name = "s3.put_manifest", skip_all)]
 pub(super) async fn store_manifest(target: &SyncTarget, manifest: &Manifest) -> Result<()> {
     let key = target.manifest_key();
     let body = serde_json::to_vec(manifest).map_err(|error| {

@@ -31,6 +31,7 @@ use crate::error::{Error, Result};
 const MAX_PARTS: u64 = 10_000;
 
 /// Uploads `bytes` in one PUT; S3 checks them against their SHA-256.
+#[tracing::instrument(name = "s3.put_object", skip_all)]
 pub(super) async fn put_small(
     target: &SyncTarget,
     relative: &str,
@@ -57,6 +58,7 @@ pub(super) async fn put_small(
 /// Returns the bytes and hash of what was uploaded, and the file. Any failure aborts the
 /// multipart upload, so no parts are left behind; `cancelled` (another file failed) stops it
 /// between parts.
+#[tracing::instrument(name = "s3.multipart_upload", skip_all)]
 pub(super) async fn put_multipart(
     target: &SyncTarget,
     relative: &str,
@@ -269,6 +271,7 @@ pub(super) struct Downloaded {
 /// Downloads `relative` to `destination` (its parent exists): the body goes to a temporary
 /// file beside it, gets `mode` and `owner`, and is renamed over `destination`. On failure the
 /// temporary file is removed and `destination` is untouched.
+#[tracing::instrument(name = "s3.get_object", skip_all)]
 pub(super) async fn download(
     target: &SyncTarget,
     relative: &str,
