@@ -15,6 +15,7 @@ mod bench_sync;
 mod exec;
 mod git;
 mod lock;
+mod mcp;
 mod output;
 mod pool;
 mod routes;
@@ -86,6 +87,9 @@ enum Command {
         #[command(subcommand)]
         command: lock::LockCommand,
     },
+    /// Serves sandboxd as an MCP server on stdin/stdout, for coding agents (tools for
+    /// sandboxes, exec, files, sync, git and locks; resources for templates and connections).
+    Mcp,
     /// Warm pools: status.
     Pool {
         #[command(subcommand)]
@@ -177,6 +181,16 @@ async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
     Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), api_key })
 }
 
+fn connect_lazily(cli: &Cli) -> anyhow::Result<Connection> {
+    let endpoint = Endpoint::from_shared(cli.addr.clone())
+        .with_context(|| format!("invalid address {:?}", cli.addr))?
+        .connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect_lazy();
+    let bearer = Bearer::new(cli.api_key.as_deref())?;
+    let api_key = crate::config::Secret::new(cli.api_key.clone().unwrap_or_default());
+    Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), api_key })
+}
+
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     // A server, not a client: it connects to nothing.
     match cli.command {
@@ -186,6 +200,12 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Runs its own S3 server and talks to no sandboxd.
         Command::BenchSync(args) => {
             return bench_sync::run(args, cli.json).await.map(|()| ExitCode::SUCCESS);
+        }
+        // Connects lazily: an agent starts the MCP server before sandboxd may be up, and each
+        // tool call reports an unreachable server as UNAVAILABLE.
+        Command::Mcp => {
+            let connection = connect_lazily(&cli)?;
+            return mcp::serve(&connection).await.map(|()| ExitCode::SUCCESS);
         }
         _ => {}
     }
@@ -202,7 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Git { command } => git::run(&connection, command, json).await,
         Command::Files { command } => workspace::files(&connection, command, json).await,
         Command::Bench { command } => bench::run(&connection, command, json).await,
-        Command::BenchBareServer(_) | Command::BenchSync(_) => {
+        Command::BenchBareServer(_) | Command::BenchSync(_) | Command::Mcp => {
             unreachable!("run above, before connecting")
         }
     };

@@ -1,0 +1,104 @@
+//! `sandboxctl mcp` driven by a real MCP client: the official Python SDK (PyPI `mcp`) over
+//! stdio, against the real server with the `process` runtime (needs bubblewrap, as
+//! tests/process_runtime.rs does) and, for capability detection, against a gRPC server that
+//! offers none of sandboxd's services. The Python packages are in
+//! clients/python/requirements-mcp.txt (scripts/test installs them); without them the tests
+//! fail and say how to install them.
+
+mod common;
+
+use std::{process::Output, time::Duration};
+
+use common::{TestApp, templates_with};
+use sandboxd::proto::{GetSandboxRequest, SandboxState, get_sandbox_request::Selector};
+
+const AGENT_TEMPLATE: &str = r#"
+name = "mcp-workbench"
+description = "A workspace for the MCP test's agent"
+runtime = "process"
+"#;
+
+fn require_python_packages() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import mcp, jsonschema, anyio"])
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "the MCP tests need python3 with the packages of clients/python/requirements-mcp.txt: \
+         python3 -m pip install -r clients/python/requirements-mcp.txt"
+    );
+}
+
+async fn run_agent(addr: &str, api_key: &str, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new("python3")
+        .arg("clients/python/mcp_agent.py")
+        .args(["--sandboxctl", env!("CARGO_BIN_EXE_sandboxctl"), "--addr", addr])
+        .args(args)
+        .env("SANDBOXD_API_KEY", api_key)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the MCP agent finished within 120 s")
+        .expect("python3 runs")
+}
+
+#[tokio::test]
+async fn an_mcp_agent_creates_a_sandbox_works_in_it_sees_progress_and_structured_errors_and_destroys_it()
+ {
+    require_python_packages();
+    let templates = templates_with(|_, text| text);
+    std::fs::write(templates.path().join("mcp-workbench.toml"), AGENT_TEMPLATE).unwrap();
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(move |config| config.templates.dir = dir).await;
+
+    let output = run_agent(
+        &format!("http://{}", app.addr),
+        &app.owner_key,
+        &["--template", "mcp-workbench"],
+    )
+    .await;
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("mcp agent example: OK"), "{stdout}");
+    assert!(stdout.contains("cancel: the cancelled exec's process is gone"), "{stdout}");
+    assert!(!stderr.contains(&app.owner_key) && !stdout.contains(&app.owner_key), "key leaked");
+
+    // The agent's sandbox, seen through the gRPC API: it existed, and the agent destroyed it.
+    let id = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("sandbox_id="))
+        .expect("the agent printed its sandbox id")
+        .to_string();
+    let request = GetSandboxRequest { selector: Some(Selector::SandboxId(id)) };
+    let sandbox = app.owner().get_sandbox(request).await.unwrap().into_inner();
+    assert_eq!(sandbox.state(), SandboxState::Destroyed);
+    assert_eq!(sandbox.template, "mcp-workbench");
+    assert_eq!(sandbox.destroy_reason, "agent done");
+}
+
+#[tokio::test]
+async fn tools_of_services_the_server_does_not_offer_are_not_listed() {
+    require_python_packages();
+    // A gRPC server with only the health service: every sandboxd RPC is UNIMPLEMENTED there.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let output = run_agent(&format!("http://{addr}"), "", &["--expect-no-tools"]).await;
+    server.abort();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("mcp agent example: OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
