@@ -65,6 +65,7 @@ async fn an_mcp_agent_creates_a_sandbox_works_in_it_sees_progress_and_structured
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(output.status.success(), "{stdout}\n{stderr}");
     assert!(stdout.contains("mcp agent example: OK"), "{stdout}");
+    println!("{stdout}");
     assert!(stdout.contains("cancel: the cancelled exec's process is gone"), "{stdout}");
     assert!(!stderr.contains(&app.owner_key) && !stdout.contains(&app.owner_key), "key leaked");
 

@@ -165,6 +165,8 @@ async def session(client, template):
     text, error = await call_failing(client, "sandbox_extend", {"sandbox": "mcp-box", "by": "forever"})
     check(error.get("code") == "INVALID_ARGUMENT" and error["field_violations"][0]["field"] == "by", f"{error}")
     check("- by: " in text, text)
+    text, error = await call_failing(client, "file_read", {"sandbox": "mcp-box", "file": "notes/hello.txt"})
+    check(error.get("code") == "INVALID_ARGUMENT" and "file" in [v["field"] for v in error["field_violations"]], f"{error}")
     print("errors: structured, with code, reason and fields")
 
     destroyed = await call(client, "sandbox_destroy", {"sandbox": "mcp-box", "reason": "agent done"})

@@ -21,6 +21,9 @@ pub(crate) struct Violation {
     pub description: String,
 }
 
+/// How rmcp's message for arguments that do not deserialize begins.
+const ARGUMENTS_ERROR_PREFIX: &str = "failed to deserialize parameters:";
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ToolError {
     pub code: Code,
@@ -69,6 +72,32 @@ impl ToolError {
             message: format!("invalid argument: {field}: {description}"),
             violations: vec![Violation { field: field.into(), description }],
             metadata: BTreeMap::new(),
+        }
+    }
+
+    /// Arguments that do not match the tool's input schema, as rmcp reports them (serde's
+    /// message, e.g. "missing field `template`"): the first back-quoted name is the field.
+    pub(crate) fn undecodable_arguments(serde_message: &str) -> Self {
+        let description = serde_message
+            .strip_prefix(ARGUMENTS_ERROR_PREFIX)
+            .unwrap_or(serde_message)
+            .trim()
+            .to_string();
+        let field = description.split('`').nth(1).filter(|f| !f.is_empty()).unwrap_or("arguments");
+        let mut error = ToolError::invalid(field, description.clone());
+        error.message =
+            format!("the arguments do not match the tool's input schema: {description}");
+        error
+    }
+
+    /// Reshapes rmcp's plain-text error for undecodable arguments into this module's form.
+    pub(crate) fn reshape_argument_error(response: CallToolResponse) -> CallToolResponse {
+        let CallToolResponse::Complete(result) = &response else { return response };
+        let undecodable = result.is_error == Some(true) && result.structured_content.is_none();
+        let text = result.content.first().and_then(|c| c.as_text()).map(|t| t.text.clone());
+        match text.filter(|text| undecodable && text.starts_with(ARGUMENTS_ERROR_PREFIX)) {
+            Some(text) => ToolError::undecodable_arguments(&text).to_result().into(),
+            None => response,
         }
     }
 
@@ -282,6 +311,29 @@ mod tests {
             text.contains("resource=template") && text.contains("sandboxd://templates"),
             "{text}"
         );
+    }
+
+    #[test]
+    fn arguments_off_the_schema_name_the_field_serde_complained_about() {
+        let plain = CallToolResult::error(vec![ContentBlock::text(
+            "failed to deserialize parameters: unknown field `sandboxx`, expected `sandbox`",
+        )]);
+        let CallToolResponse::Complete(result) = ToolError::reshape_argument_error(plain.into())
+        else {
+            panic!("not complete")
+        };
+        let structured = result.structured_content.unwrap();
+        assert_eq!(structured["error"]["code"], "INVALID_ARGUMENT");
+        assert_eq!(structured["error"]["field_violations"][0]["field"], "sandboxx");
+        let text = result.content[0].as_text().unwrap().text.clone();
+        assert!(
+            text.contains("- sandboxx: unknown field `sandboxx`, expected `sandbox`"),
+            "{text}"
+        );
+        let missing = ToolError::undecodable_arguments(
+            "failed to deserialize parameters: invalid type: null, expected a string",
+        );
+        assert_eq!(missing.violations[0].field, "arguments");
     }
 
     #[test]

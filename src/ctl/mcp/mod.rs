@@ -5,7 +5,9 @@
 //! Layout: tools by area ([`sandboxes`], [`exec`], [`files`], [`sync_git`], [`locks`]), errors
 //! ([`errors`]), which capabilities the server offers ([`capabilities`]) and resources
 //! ([`resources`]). Nothing here writes to stdout (the transport) or logs tool results (they
-//! can hold lock tokens and credentials).
+//! can hold lock tokens and credentials). rmcp itself logs whole results at `debug`; sandboxctl
+//! installs no tracing subscriber, so they go nowhere; one added later must keep `rmcp` at
+//! `info` or above.
 
 mod capabilities;
 mod convert;
@@ -179,7 +181,7 @@ impl ServerHandler for SandboxdMcp {
             return Ok(ToolError::not_offered(&request.name).to_result().into());
         }
         let call = ToolCallContext::new(self, request, context);
-        self.tool_router.call(call).await
+        self.tool_router.call(call).await.map(ToolError::reshape_argument_error)
     }
 
     async fn list_resources(
