@@ -1,6 +1,6 @@
 //! `sandboxctl mcp` driven by a real MCP client: the official Python SDK (PyPI `mcp`) over
 //! stdio, against the real server with the `process` runtime (needs bubblewrap, as
-//! tests/process_runtime.rs does) and, for capability detection, against a gRPC server that
+//! tests/process_runtime.rs does) and an in-process S3 store and, for capability detection, against a gRPC server that
 //! offers none of sandboxd's services. The Python packages are in
 //! clients/python/requirements-mcp.txt (scripts/test installs them); without them the tests
 //! fail and say how to install them.
@@ -52,8 +52,20 @@ async fn an_mcp_agent_creates_a_sandbox_works_in_it_sees_progress_and_structured
     require_python_packages();
     let templates = templates_with(|_, text| text);
     std::fs::write(templates.path().join("mcp-workbench.toml"), AGENT_TEMPLATE).unwrap();
+    // An object store for workspace_push / workspace_pull.
+    let data = tempfile::tempdir().unwrap();
+    let s3 = sandboxd::dev::InProcessS3::start(data.path()).await.unwrap();
+    let mut s3_config = sandboxd::config::S3Config::default();
+    s3.apply(&mut s3_config);
+    s3_config.bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let client = sandboxd::objectstore::client(&s3_config).await;
+    sandboxd::objectstore::ensure_bucket(&client, &s3_config.bucket).await.unwrap();
     let dir = templates.path().to_path_buf();
-    let app = TestApp::spawn_with(move |config| config.templates.dir = dir).await;
+    let app = TestApp::spawn_with(move |config| {
+        config.templates.dir = dir;
+        config.s3 = s3_config;
+    })
+    .await;
 
     let output = run_agent(
         &format!("http://{}", app.addr),

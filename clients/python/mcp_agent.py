@@ -2,7 +2,9 @@
 """An agent's session with `sandboxctl mcp`, driven by the official MCP Python SDK over stdio.
 
 It lists the tools and checks every schema is valid JSON Schema, creates (then ensures) a
-sandbox, writes, lists and reads a file, runs a command whose output must arrive as progress
+sandbox, writes, lists and reads a file, lists, gets and extends the sandbox, pushes and pulls
+its workspace, takes and releases a lock, sees the git tools refuse a workspace that is no
+repository, runs a command whose output must arrive as progress
 notifications before it ends, cancels a long command and checks the process is gone, reads the
 templates and connection resources, gets structured errors for a bad template and a bad
 argument, and destroys the sandbox. Prints `mcp agent example: OK` and exits 0 on success.
@@ -121,6 +123,38 @@ async def session(client, template):
     check([f["path"] for f in listed["files"]] == ["notes/hello.txt"], f"{listed}")
     read = await call(client, "file_read", {"sandbox": sandbox["sandbox_id"], "path": "notes/hello.txt"})
     check(read["content"] == "hello from an agent\n" and read["encoding"] == "utf-8" and not read["more"], f"{read}")
+
+    listed = await call(client, "sandbox_list", {"labels": {"via": "mcp"}, "states": ["running"]})
+    check([s["name"] for s in listed["sandboxes"]] == ["mcp-box"], f"{listed}")
+    got = await call(client, "sandbox_get", {"sandbox": "mcp-box"})
+    check(got["sandbox_id"] == sandbox["sandbox_id"] and got["labels"] == {"via": "mcp"}, f"{got}")
+    extended = await call(client, "sandbox_extend", {"sandbox": "mcp-box", "by": "30m"})
+    check(extended["expire_time"] > sandbox["expire_time"], f"{extended} vs {sandbox}")
+    text, error = await call_failing(client, "sandbox_release", {"sandbox": "mcp-box"})
+    check(error.get("code") == "FAILED_PRECONDITION", f"not pooled, yet: {text}")
+
+    pushed = await call(client, "workspace_push", {"sandbox": "mcp-box"})
+    check(pushed["files_transferred"] >= 1, f"{pushed}")
+    ran = await call(client, "exec", {"sandbox": "mcp-box", "command": ["rm", "notes/hello.txt"]})
+    check(ran["exit_code"] == 0, f"{ran}")
+    pulled = await call(client, "workspace_pull", {"sandbox": "mcp-box"})
+    check(pulled["files_transferred"] >= 1 and not pulled["skipped"], f"{pulled}")
+    read = await call(client, "file_read", {"sandbox": "mcp-box", "path": "notes/hello.txt"})
+    check(read["content"] == "hello from an agent\n", f"pulled back: {read}")
+
+    lease = await call(client, "lock_acquire", {"resource": "mcp-test-lock", "ttl": "30s"})
+    check(lease["owner_token"] and lease["fencing_token"] > 0, f"{lease}")
+    text, error = await call_failing(client, "lock_acquire", {"resource": "mcp-test-lock", "wait": "0"})
+    check(error.get("code") == "ABORTED" and error.get("retryable"), f"{text}")
+    released = await call(client, "lock_release", {"resource": "mcp-test-lock", "owner_token": lease["owner_token"]})
+    again = await call(client, "lock_release", {"resource": "mcp-test-lock", "owner_token": lease["owner_token"]})
+    check(released["released"] and not again["released"], f"{released} {again}")
+
+    # The workspace is no git repository: every git tool says so, as a structured error.
+    for tool in ("git_status", "git_diff", "git_pull", "git_push"):
+        text, error = await call_failing(client, tool, {"sandbox": "mcp-box"})
+        check(error.get("code") == "FAILED_PRECONDITION", f"{tool}: {text}")
+    print("lifecycle, sync, locks and git tools answered")
 
     progress = []
 
