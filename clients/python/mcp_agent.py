@@ -12,8 +12,11 @@ argument, and destroys the sandbox. Prints `mcp agent example: OK` and exits 0 o
     python3 clients/python/mcp_agent.py --sandboxctl target/debug/sandboxctl \\
         --addr http://127.0.0.1:50051 --template <a template with the process runtime>
 
-The API key comes from SANDBOXD_API_KEY. With --expect-no-tools it only checks that the server
-lists no tools (for a gRPC server that offers none of sandboxd's services).
+The API key comes from SANDBOXD_API_KEY. With --http URL it talks to a running
+`sandboxctl mcp --listen` over streamable HTTP instead, sending the key as
+`Authorization: Bearer` (and first checks that a client without a key is refused). With
+--expect-no-tools it only checks that the server lists no tools (for a gRPC server that offers
+none of sandboxd's services).
 """
 
 import argparse
@@ -23,8 +26,10 @@ import time
 
 try:
     import anyio
+    import httpx2
     import jsonschema
     from mcp import Client, StdioServerParameters
+    from mcp.client.streamable_http import streamable_http_client
 except ImportError as missing:
     sys.exit(
         f"error: a Python package is missing ({missing}); install them with "
@@ -207,15 +212,31 @@ async def session(client, template):
     check(destroyed["state"] == "DESTROYED", f"{destroyed}")
 
 
+def http_transport(url, api_key):
+    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    timeout = httpx2.Timeout(30.0, read=300.0)
+    return streamable_http_client(url, http_client=httpx2.AsyncClient(headers=headers, timeout=timeout))
+
+
 async def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sandboxctl", required=True)
-    parser.add_argument("--addr", required=True)
+    parser.add_argument("--sandboxctl")
+    parser.add_argument("--addr")
+    parser.add_argument("--http", metavar="URL")
     parser.add_argument("--template")
     parser.add_argument("--expect-no-tools", action="store_true")
     args = parser.parse_args()
-    env = {"SANDBOXD_ADDR": args.addr, "SANDBOXD_API_KEY": os.environ.get("SANDBOXD_API_KEY", "")}
-    server = StdioServerParameters(command=args.sandboxctl, args=["mcp"], env=env)
+    api_key = os.environ.get("SANDBOXD_API_KEY", "")
+    if args.http:
+        async with Client(http_transport(args.http, None)) as anonymous:
+            text, error = await call_failing(anonymous, "sandbox_list", {})
+            check(error.get("code") == "UNAUTHENTICATED", f"a client without a key got: {text}")
+        print("http: a client without an API key is refused by sandboxd")
+        server = http_transport(args.http, api_key)
+    else:
+        check(args.sandboxctl and args.addr, "--sandboxctl and --addr are required without --http")
+        env = {"SANDBOXD_ADDR": args.addr, "SANDBOXD_API_KEY": api_key}
+        server = StdioServerParameters(command=args.sandboxctl, args=["mcp"], env=env)
     async with Client(server) as client:
         if args.expect_no_tools:
             tools = (await client.list_tools()).tools

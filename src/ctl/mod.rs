@@ -89,7 +89,7 @@ enum Command {
     },
     /// Serves sandboxd as an MCP server on stdin/stdout, for coding agents (tools for
     /// sandboxes, exec, files, sync, git and locks; resources for templates and connections).
-    Mcp,
+    Mcp(mcp::McpArgs),
     /// Warm pools: status.
     Pool {
         #[command(subcommand)]
@@ -203,9 +203,13 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         // Connects lazily: an agent starts the MCP server before sandboxd may be up, and each
         // tool call reports an unreachable server as UNAVAILABLE.
-        Command::Mcp => {
+        Command::Mcp(ref args) => {
             let connection = connect_lazily(&cli)?;
-            return mcp::serve(&connection).await.map(|()| ExitCode::SUCCESS);
+            let served = match args.listen {
+                Some(listen) => mcp::serve_http(&connection, listen).await,
+                None => mcp::serve(&connection).await,
+            };
+            return served.map(|()| ExitCode::SUCCESS);
         }
         _ => {}
     }
@@ -222,7 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Git { command } => git::run(&connection, command, json).await,
         Command::Files { command } => workspace::files(&connection, command, json).await,
         Command::Bench { command } => bench::run(&connection, command, json).await,
-        Command::BenchBareServer(_) | Command::BenchSync(_) | Command::Mcp => {
+        Command::BenchBareServer(_) | Command::BenchSync(_) | Command::Mcp(_) => {
             unreachable!("run above, before connecting")
         }
     };

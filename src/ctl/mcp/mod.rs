@@ -14,6 +14,7 @@ mod convert;
 mod errors;
 mod exec;
 mod files;
+mod http_transport;
 mod locks;
 mod resources;
 mod sandboxes;
@@ -37,7 +38,11 @@ use tonic::{service::interceptor::InterceptedService, transport::Channel};
 
 use self::{capabilities::Capability, errors::ToolError};
 use super::{Bearer, Client, Connection};
-use crate::proto::sync_service_client::SyncServiceClient;
+
+pub(crate) use self::http_transport::serve_http;
+use crate::proto::{
+    sandbox_control_client::SandboxControlClient, sync_service_client::SyncServiceClient,
+};
 
 /// Every tool, for the tests that check each is listed and mapped to a capability.
 #[cfg(test)]
@@ -72,26 +77,45 @@ type SyncClient = SyncServiceClient<InterceptedService<Channel, Bearer>>;
 
 #[derive(Clone)]
 pub(crate) struct SandboxdMcp {
-    control: Client,
-    sync: SyncClient,
+    channel: Channel,
+    /// The API key the calls carry: the process's (stdio), or over HTTP the one the HTTP
+    /// request brought (see [`SandboxdMcp::for_caller`]).
+    bearer: Bearer,
+    /// True over HTTP: each request's `Authorization` header is forwarded, the process's key
+    /// never used.
+    keys_per_request: bool,
     /// The offered capabilities once every probe answered definitely.
     offered: Arc<Mutex<Option<BTreeSet<Capability>>>>,
     tool_router: ToolRouter<SandboxdMcp>,
 }
 
+#[derive(clap::Args)]
+pub(crate) struct McpArgs {
+    /// Serve streamable HTTP on this address (e.g. 127.0.0.1:8765, endpoint /mcp) instead of
+    /// stdio; each HTTP client's `Authorization: Bearer` key is forwarded to sandboxd.
+    #[arg(long)]
+    pub(crate) listen: Option<std::net::SocketAddr>,
+}
+
 /// Serves MCP on stdin/stdout until the client closes it.
 pub(crate) async fn serve(connection: &Connection) -> anyhow::Result<()> {
-    let server = SandboxdMcp::new(connection);
+    let server = SandboxdMcp::new(connection, false);
     let running = server.serve(rmcp::transport::stdio()).await?;
     running.waiting().await?;
     Ok(())
 }
 
 impl SandboxdMcp {
-    fn new(connection: &Connection) -> Self {
+    fn new(connection: &Connection, keys_per_request: bool) -> Self {
+        let bearer = if keys_per_request {
+            Bearer::new(None).expect("no key is valid")
+        } else {
+            connection.bearer()
+        };
         SandboxdMcp {
-            control: connection.control(),
-            sync: connection.sync(),
+            channel: connection.channel.clone(),
+            bearer,
+            keys_per_request,
             offered: Arc::default(),
             tool_router: Self::sandbox_tools()
                 + Self::exec_tools()
@@ -102,11 +126,27 @@ impl SandboxdMcp {
     }
 
     pub(crate) fn control(&self) -> Client {
-        self.control.clone()
+        SandboxControlClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     pub(crate) fn sync(&self) -> SyncClient {
-        self.sync.clone()
+        SyncServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    /// This server with the API key of the HTTP request behind `context` (over HTTP), or as it
+    /// is (stdio). A request without a key calls sandboxd without one (UNAUTHENTICATED there).
+    fn for_caller(&self, context: &RequestContext<RoleServer>) -> SandboxdMcp {
+        if !self.keys_per_request {
+            return self.clone();
+        }
+        let header = context
+            .extensions
+            .get::<http::request::Parts>()
+            .and_then(|parts| parts.headers.get(http::header::AUTHORIZATION))
+            .and_then(|value| value.to_str().ok());
+        let key = header.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
+        let bearer = Bearer::new(key).unwrap_or_else(|_| Bearer::new(None).expect("no key"));
+        SandboxdMcp { bearer, ..self.clone() }
     }
 
     /// The capabilities to list tools for: probed until the answer is definite, then kept.
@@ -155,7 +195,7 @@ impl ServerHandler for SandboxdMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let offered = self.offered().await;
+        let offered = self.for_caller(&context).offered().await;
         let hints = cache_hints(&context);
         Ok(ListToolsResult {
             result_type: Some(ResultType::COMPLETE),
@@ -180,7 +220,8 @@ impl ServerHandler for SandboxdMcp {
         if !self.is_offered(&request.name).await {
             return Ok(ToolError::not_offered(&request.name).to_result().into());
         }
-        let call = ToolCallContext::new(self, request, context);
+        let caller = self.for_caller(&context);
+        let call = ToolCallContext::new(&caller, request, context);
         self.tool_router.call(call).await.map(ToolError::reshape_argument_error)
     }
 
@@ -189,7 +230,7 @@ impl ServerHandler for SandboxdMcp {
         _request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListResourcesResult, ErrorData> {
-        resources::list(self, &context.ct).await
+        resources::list(&self.for_caller(&context), &context.ct).await
     }
 
     async fn list_resource_templates(
@@ -205,7 +246,7 @@ impl ServerHandler for SandboxdMcp {
         request: ReadResourceRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<ReadResourceResponse, ErrorData> {
-        resources::read(self, &request.uri, &context.ct).await.map(Into::into)
+        resources::read(&self.for_caller(&context), &request.uri, &context.ct).await.map(Into::into)
     }
 }
 
