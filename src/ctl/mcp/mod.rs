@@ -107,11 +107,7 @@ pub(crate) async fn serve(connection: &Connection) -> anyhow::Result<()> {
 
 impl SandboxdMcp {
     fn new(connection: &Connection, keys_per_request: bool) -> Self {
-        let bearer = if keys_per_request {
-            Bearer::new(None).expect("no key is valid")
-        } else {
-            connection.bearer()
-        };
+        let bearer = if keys_per_request { Bearer::none() } else { connection.bearer() };
         SandboxdMcp {
             channel: connection.channel.clone(),
             bearer,
@@ -145,7 +141,8 @@ impl SandboxdMcp {
             .and_then(|parts| parts.headers.get(http::header::AUTHORIZATION))
             .and_then(|value| value.to_str().ok());
         let key = header.and_then(|value| value.strip_prefix("Bearer ")).map(str::trim);
-        let bearer = Bearer::new(key).unwrap_or_else(|_| Bearer::new(None).expect("no key"));
+        // A key that is no valid header value is sent as no key (sandboxd then refuses).
+        let bearer = Bearer::new(key).unwrap_or_else(|_| Bearer::none());
         SandboxdMcp { bearer, ..self.clone() }
     }
 
