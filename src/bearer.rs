@@ -8,6 +8,11 @@ use tonic::{Request, Status, metadata::MetadataValue, service::Interceptor};
 pub(crate) struct Bearer(Option<MetadataValue<tonic::metadata::Ascii>>);
 
 impl Bearer {
+    /// No `authorization` header at all.
+    pub(crate) fn none() -> Bearer {
+        Bearer(None)
+    }
+
     /// `authorization: Bearer <key>` on every call, or nothing without a key.
     pub(crate) fn new(api_key: Option<&str>) -> anyhow::Result<Bearer> {
         let value = match api_key {

@@ -15,6 +15,7 @@ mod bench_sync;
 mod exec;
 mod git;
 mod lock;
+mod mcp;
 mod output;
 mod pool;
 mod routes;
@@ -95,6 +96,9 @@ enum Command {
         #[command(subcommand)]
         command: lock::LockCommand,
     },
+    /// Serves sandboxd as an MCP server on stdin/stdout, for coding agents (tools for
+    /// sandboxes, exec, files, sync, git and locks; resources for templates and connections).
+    Mcp(mcp::McpArgs),
     /// Warm pools: status.
     Pool {
         #[command(subcommand)]
@@ -179,18 +183,31 @@ pub async fn main() -> ExitCode {
     }
 }
 
-async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
-    let tls = crate::tls::grpc_client::GrpcClientTls {
+/// The client TLS settings of the command line.
+fn client_tls(cli: &Cli) -> crate::tls::grpc_client::GrpcClientTls {
+    crate::tls::grpc_client::GrpcClientTls {
         ca_file: cli.tls_ca.clone(),
         cert_file: cli.tls_cert.clone(),
         key_file: cli.tls_key.clone(),
-    };
-    let endpoint =
-        crate::tls::grpc_client::endpoint(&cli.addr, &tls)?.connect_timeout(Duration::from_secs(5));
-    let channel = endpoint
+    }
+}
+
+async fn connect(cli: &Cli) -> anyhow::Result<Connection> {
+    let mut connection = connect_lazily(cli)?;
+    connection.channel = connection
+        .endpoint
         .connect()
         .await
         .with_context(|| format!("cannot connect to sandboxd at {}", cli.addr))?;
+    Ok(connection)
+}
+
+/// A connection made on first use (`sandboxctl mcp` starts before sandboxd may be up).
+fn connect_lazily(cli: &Cli) -> anyhow::Result<Connection> {
+    let tls = client_tls(cli);
+    let endpoint =
+        crate::tls::grpc_client::endpoint(&cli.addr, &tls)?.connect_timeout(Duration::from_secs(5));
+    let channel = endpoint.connect_lazy();
     let bearer = Bearer::new(cli.api_key.as_deref())?;
     let api_key = crate::config::Secret::new(cli.api_key.clone().unwrap_or_default());
     Ok(Connection { endpoint, channel, bearer, addr: cli.addr.clone(), tls, api_key })
@@ -205,6 +222,16 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         // Runs its own S3 server and talks to no sandboxd.
         Command::BenchSync(args) => {
             return bench_sync::run(args, cli.json).await.map(|()| ExitCode::SUCCESS);
+        }
+        // Connects lazily: an agent starts the MCP server before sandboxd may be up, and each
+        // tool call reports an unreachable server as UNAVAILABLE.
+        Command::Mcp(ref args) => {
+            let connection = connect_lazily(&cli)?;
+            let served = match args.listen {
+                Some(listen) => mcp::serve_http(&connection, listen).await,
+                None => mcp::serve(&connection).await,
+            };
+            return served.map(|()| ExitCode::SUCCESS);
         }
         _ => {}
     }
@@ -221,7 +248,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Git { command } => git::run(&connection, command, json).await,
         Command::Files { command } => workspace::files(&connection, command, json).await,
         Command::Bench { command } => bench::run(&connection, command, json).await,
-        Command::BenchBareServer(_) | Command::BenchSync(_) => {
+        Command::BenchBareServer(_) | Command::BenchSync(_) | Command::Mcp(_) => {
             unreachable!("run above, before connecting")
         }
     };

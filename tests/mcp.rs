@@ -1,0 +1,164 @@
+//! `sandboxctl mcp` driven by a real MCP client: the official Python SDK (PyPI `mcp`) over
+//! stdio and over streamable HTTP (`--listen`), against the real server with the `process`
+//! runtime (needs bubblewrap, as tests/process_runtime.rs does) and an in-process S3 store,
+//! and, for capability detection, against a gRPC server that offers none of sandboxd's
+//! services. The Python packages are in
+//! clients/python/requirements-mcp.txt (scripts/test installs them); without them the tests
+//! fail and say how to install them.
+
+mod common;
+
+use std::{process::Output, time::Duration};
+
+use common::{TestApp, templates_with};
+use sandboxd::proto::{GetSandboxRequest, SandboxState, get_sandbox_request::Selector};
+
+const AGENT_TEMPLATE: &str = r#"
+name = "mcp-workbench"
+description = "A workspace for the MCP test's agent"
+runtime = "process"
+"#;
+
+fn require_python_packages() {
+    let found = std::process::Command::new("python3")
+        .args(["-c", "import mcp, jsonschema, anyio"])
+        .output()
+        .map(|output| output.status.success())
+        .unwrap_or(false);
+    assert!(
+        found,
+        "the MCP tests need python3 with the packages of clients/python/requirements-mcp.txt: \
+         python3 -m pip install -r clients/python/requirements-mcp.txt"
+    );
+}
+
+async fn run_agent(api_key: &str, args: &[&str]) -> Output {
+    let run = tokio::process::Command::new("python3")
+        .arg("clients/python/mcp_agent.py")
+        .args(args)
+        .env("SANDBOXD_API_KEY", api_key)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(Duration::from_secs(120), run)
+        .await
+        .expect("the MCP agent finished within 120 s")
+        .expect("python3 runs")
+}
+
+/// The server with the agent's process template and an in-process S3 store (for
+/// workspace_push / workspace_pull); the guards keep the template dir and S3 data alive.
+async fn spawn_app() -> (TestApp, (tempfile::TempDir, tempfile::TempDir), sandboxd::dev::InProcessS3)
+{
+    let templates = templates_with(|_, text| text);
+    std::fs::write(templates.path().join("mcp-workbench.toml"), AGENT_TEMPLATE).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let s3 = sandboxd::dev::InProcessS3::start(data.path()).await.unwrap();
+    let mut s3_config = sandboxd::config::S3Config::default();
+    s3.apply(&mut s3_config);
+    s3_config.bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let client = sandboxd::objectstore::client(&s3_config).await;
+    sandboxd::objectstore::ensure_bucket(&client, &s3_config.bucket).await.unwrap();
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(move |config| {
+        config.templates.dir = dir;
+        config.s3 = s3_config;
+    })
+    .await;
+    (app, (templates, data), s3)
+}
+
+/// The agent's run succeeded, and the gRPC API shows the sandbox it made, destroyed.
+async fn check_agent_session(app: &TestApp, output: &Output) {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    println!("{stdout}");
+    assert!(stdout.contains("mcp agent example: OK"), "{stdout}");
+    assert!(stdout.contains("cancel: the cancelled exec's process is gone"), "{stdout}");
+    assert!(!stderr.contains(&app.owner_key) && !stdout.contains(&app.owner_key), "key leaked");
+    let id = stdout
+        .lines()
+        .find_map(|line| line.strip_prefix("sandbox_id="))
+        .expect("the agent printed its sandbox id")
+        .to_string();
+    let request = GetSandboxRequest { selector: Some(Selector::SandboxId(id)) };
+    let sandbox = app.owner().get_sandbox(request).await.unwrap().into_inner();
+    assert_eq!(sandbox.state(), SandboxState::Destroyed);
+    assert_eq!(sandbox.template, "mcp-workbench");
+    assert_eq!(sandbox.destroy_reason, "agent done");
+}
+
+#[tokio::test]
+async fn an_mcp_agent_creates_a_sandbox_works_in_it_sees_progress_and_structured_errors_and_destroys_it()
+ {
+    require_python_packages();
+    let (app, _dirs, _s3) = spawn_app().await;
+    let addr = format!("http://{}", app.addr);
+    let output = run_agent(
+        &app.owner_key,
+        &[
+            "--sandboxctl",
+            env!("CARGO_BIN_EXE_sandboxctl"),
+            "--addr",
+            &addr,
+            "--template",
+            "mcp-workbench",
+        ],
+    )
+    .await;
+    check_agent_session(&app, &output).await;
+}
+
+#[tokio::test]
+async fn the_same_session_over_streamable_http_forwards_each_clients_own_key() {
+    use tokio::io::AsyncBufReadExt;
+    require_python_packages();
+    let (app, _dirs, _s3) = spawn_app().await;
+    // No SANDBOXD_API_KEY for the MCP server: over HTTP each client's key is forwarded.
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
+        .args(["mcp", "--listen", "127.0.0.1:0"])
+        .env("SANDBOXD_ADDR", format!("http://{}", app.addr))
+        .env_remove("SANDBOXD_API_KEY")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(server.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await;
+    let first = first.expect("the HTTP server started").unwrap().expect("it printed its address");
+    let url = first.rsplit(' ').next().unwrap().to_string();
+    assert!(url.starts_with("http://127.0.0.1:") && url.ends_with("/mcp"), "{first}");
+    let output = run_agent(&app.owner_key, &["--http", &url, "--template", "mcp-workbench"]).await;
+    assert!(
+        String::from_utf8_lossy(&output.stdout)
+            .contains("http: a client without an API key is refused")
+    );
+    check_agent_session(&app, &output).await;
+    server.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn tools_of_services_the_server_does_not_offer_are_not_listed() {
+    require_python_packages();
+    // A gRPC server with only the health service: every sandboxd RPC is UNIMPLEMENTED there.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (_reporter, health) = tonic_health::server::health_reporter();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(health)
+            .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
+    );
+    let addr = format!("http://{addr}");
+    let sandboxctl = env!("CARGO_BIN_EXE_sandboxctl");
+    let output =
+        run_agent("", &["--sandboxctl", sandboxctl, "--addr", &addr, "--expect-no-tools"]).await;
+    server.abort();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("mcp agent example: OK"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
