@@ -163,7 +163,10 @@ impl SandboxManager {
         &self,
         work: impl Future<Output = Result<T>> + Send + 'static,
     ) -> Result<T> {
-        self.tasks.spawn(work).await.map_err(|error| {
+        // The task stays in the caller's span, so its store, Redis and S3 spans belong to the
+        // RPC's trace.
+        use tracing::Instrument as _;
+        self.tasks.spawn(work.in_current_span()).await.map_err(|error| {
             Error::Internal(anyhow::Error::new(error).context("lifecycle task failed"))
         })?
     }
