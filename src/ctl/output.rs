@@ -88,19 +88,19 @@ pub fn sandbox(sandbox: &Sandbox, as_json: bool) {
     }
 }
 
+/// A template as JSON, the same for `sandboxctl templates --json` and the MCP resource.
+pub fn template_json(t: &Template) -> Value {
+    json!({
+        "name": t.name, "description": t.description, "runtime": t.runtime,
+        "tables": t.tables, "hooks": t.hooks,
+        "default_ttl_seconds": t.default_ttl.map(|d| d.seconds),
+        "max_ttl_seconds": t.max_ttl.map(|d| d.seconds),
+    })
+}
+
 pub fn templates(templates: &[Template], as_json: bool) {
     if as_json {
-        let list: Vec<Value> = templates
-            .iter()
-            .map(|t| {
-                json!({
-                    "name": t.name, "description": t.description, "runtime": t.runtime,
-                    "tables": t.tables, "hooks": t.hooks,
-                    "default_ttl_seconds": t.default_ttl.map(|d| d.seconds),
-                    "max_ttl_seconds": t.max_ttl.map(|d| d.seconds),
-                })
-            })
-            .collect();
+        let list: Vec<Value> = templates.iter().map(template_json).collect();
         println!("{:#}", Value::Array(list));
         return;
     }

@@ -114,17 +114,7 @@ async fn read_templates(
         .await?
         .into_inner()
         .templates;
-    let list: Vec<Value> = templates
-        .into_iter()
-        .map(|t| {
-            json!({
-                "name": t.name, "description": t.description, "runtime": t.runtime,
-                "tables": t.tables, "hooks": t.hooks,
-                "default_ttl_seconds": t.default_ttl.map(|d| d.seconds),
-                "max_ttl_seconds": t.max_ttl.map(|d| d.seconds),
-            })
-        })
-        .collect();
+    let list: Vec<Value> = templates.iter().map(crate::ctl::output::template_json).collect();
     Ok(json!({ "templates": list }))
 }
 
