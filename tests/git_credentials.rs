@@ -5,11 +5,6 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-};
-
 use common::{TestApp, templates_with};
 use sandboxd::{
     config::Secret,
@@ -20,19 +15,6 @@ use tokio::io::AsyncBufReadExt;
 use tokio_stream::StreamExt;
 
 const SECRET: &str = "s3cr3t-T0ken-2f9c1d";
-
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
 
 async fn git(dir: &std::path::Path, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new("git")
@@ -67,13 +49,7 @@ fn files_containing(dir: &std::path::Path, needle: &[u8]) -> Vec<std::path::Path
 
 #[tokio::test]
 async fn remote_credentials_are_used_but_never_logged_or_stored() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let captured = common::log_capture::CapturedLogs::install();
 
     // A bare repository behind HTTP basic authentication.
     let root = tempfile::tempdir().unwrap();
@@ -169,7 +145,7 @@ async fn remote_credentials_are_used_but_never_logged_or_stored() {
     let log = git(&bare, &["log", "--format=%s", "main"]).await;
     assert_eq!(String::from_utf8_lossy(&log.stdout), "over http\ninitial\n");
 
-    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let logs = captured.text();
     assert!(logs.contains("TRACE") || logs.contains("DEBUG"), "logs were captured at TRACE");
     assert!(
         logs.contains("git on the host") && logs.contains("with_credential=true"),

@@ -10,11 +10,7 @@
 
 mod common;
 
-use std::{
-    io::Write,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::time::Duration;
 
 use common::{TestApp, by_id, create_request, destroy_request, eventually, templates_with};
 use redis::AsyncCommands;
@@ -107,28 +103,9 @@ async fn redis_as(
     redis::Client::open(details.redis_url.as_str())?.get_multiplexed_async_connection().await
 }
 
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 #[tokio::test]
 async fn a_sandbox_role_and_acl_user_reach_only_their_own_sandbox() {
-    let captured = Captured::default();
-    let writer = captured.clone();
-    tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
-        .init();
+    let captured = common::log_capture::CapturedLogs::install();
     let rig = rig(3, |_| {}).await;
     let app = &rig.app;
     let (a, b) = (create(app, "a").await, create(app, "b").await);
@@ -273,7 +250,7 @@ async fn a_sandbox_role_and_acl_user_reach_only_their_own_sandbox() {
             .await
             .unwrap();
     assert!(b_verifier.starts_with("SCRAM-SHA-256$"), "PostgreSQL holds a verifier");
-    let logs = String::from_utf8_lossy(&captured.0.lock().unwrap()).into_owned();
+    let logs = captured.text();
     assert!(!logs.contains(&b_verifier), "the SCRAM verifier is in the logs");
     assert!(logs.contains("TRACE") && logs.contains("CREATE ROLE"), "statements logged at TRACE");
     for details in [&a_details, &b_details] {

@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{TestApp, create_request, eventually, templates_with};
+use common::{TestApp, create_request, eventually};
 use sandboxd::auth::Role;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -100,20 +100,7 @@ async fn concurrent_cold_creates_of_many_owners_stop_exactly_at_the_tenant_limit
 
 #[tokio::test]
 async fn concurrent_warm_claims_stop_exactly_at_the_tenant_limit() {
-    let templates = templates_with(|name, text| {
-        if name == "discord-guild.toml" {
-            text.replace("min_ready = 3", "min_ready = 12")
-                .replace("max_size = 10", "max_size = 12")
-        } else {
-            text
-        }
-    });
-    let dir = templates.path().to_path_buf();
-    let app = TestApp::spawn_with(|config| {
-        config.templates.dir = dir;
-        config.reconcile.pool_refill = true;
-        config.reconcile.interval = Duration::from_millis(50);
-        config.reconcile.refill_concurrency = 4;
+    let (app, _templates) = common::pooled_app(12, 12, |config| {
         config.sandbox.max_live_per_owner = 10;
         config.sandbox.max_live_per_tenant = 5;
     })

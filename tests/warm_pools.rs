@@ -7,44 +7,17 @@ mod common;
 use std::{collections::HashSet, time::Duration};
 
 use common::{
-    TestApp, create_request, error_reason, eventually, sandbox_keys, templates_with, uuid_of,
+    TestApp, create_request, error_reason, eventually, pooled_app, sandbox_keys, uuid_of,
 };
 use redis::AsyncCommands;
 use sandboxd::{
     auth::Role,
-    config::Config,
     proto::{
         CreateSandboxRequest, GetPoolStatusRequest, PoolStatus, RegisterGuildRequest,
         ReleaseSandboxRequest, ResolveGuildRequest, RouteTarget, SandboxState,
     },
 };
 use tonic::Code;
-
-/// A server whose `discord-guild` pool keeps `min_ready` of at most `max_size` members.
-async fn pooled_app(
-    min_ready: u32,
-    max_size: u32,
-    customize: impl FnOnce(&mut Config),
-) -> (TestApp, tempfile::TempDir) {
-    let templates = templates_with(|name, text| {
-        if name == "discord-guild.toml" {
-            text.replace("min_ready = 3", &format!("min_ready = {min_ready}"))
-                .replace("max_size = 10", &format!("max_size = {max_size}"))
-        } else {
-            text
-        }
-    });
-    let dir = templates.path().to_path_buf();
-    let app = TestApp::spawn_with(|config| {
-        config.templates.dir = dir;
-        config.reconcile.pool_refill = true;
-        config.reconcile.interval = Duration::from_millis(50);
-        config.reconcile.refill_concurrency = 4;
-        customize(config);
-    })
-    .await;
-    (app, templates)
-}
 
 async fn pool(app: &TestApp) -> PoolStatus {
     let request = GetPoolStatusRequest { template: "discord-guild".into() };

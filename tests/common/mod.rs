@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod gate;
+pub mod log_capture;
 pub mod nats;
 pub mod redis_cluster;
 pub mod s3_servers;
@@ -534,4 +535,30 @@ pub async fn backends_waiting(pool: &PgPool, pattern: &str) -> Vec<i32> {
     .fetch_all(pool)
     .await
     .unwrap()
+}
+
+/// A server whose `discord-guild` pool keeps `min_ready` of at most `max_size` members.
+pub async fn pooled_app(
+    min_ready: u32,
+    max_size: u32,
+    customize: impl FnOnce(&mut Config),
+) -> (TestApp, tempfile::TempDir) {
+    let templates = templates_with(|name, text| {
+        if name == "discord-guild.toml" {
+            text.replace("min_ready = 3", &format!("min_ready = {min_ready}"))
+                .replace("max_size = 10", &format!("max_size = {max_size}"))
+        } else {
+            text
+        }
+    });
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(|config| {
+        config.templates.dir = dir;
+        config.reconcile.pool_refill = true;
+        config.reconcile.interval = Duration::from_millis(50);
+        config.reconcile.refill_concurrency = 4;
+        customize(config);
+    })
+    .await;
+    (app, templates)
 }
