@@ -10,7 +10,7 @@ mod common;
 
 use std::{process::Output, time::Duration};
 
-use common::{TestApp, templates_with};
+use common::TestApp;
 use sandboxd::proto::{GetSandboxRequest, SandboxState, get_sandbox_request::Selector};
 
 const AGENT_TEMPLATE: &str = r#"
@@ -48,24 +48,8 @@ async fn run_agent(api_key: &str, args: &[&str]) -> Output {
 
 /// The server with the agent's process template and an in-process S3 store (for
 /// workspace_push / workspace_pull); the guards keep the template dir and S3 data alive.
-async fn spawn_app() -> (TestApp, (tempfile::TempDir, tempfile::TempDir), sandboxd::dev::InProcessS3)
-{
-    let templates = templates_with(|_, text| text);
-    std::fs::write(templates.path().join("mcp-workbench.toml"), AGENT_TEMPLATE).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let s3 = sandboxd::dev::InProcessS3::start(data.path()).await.unwrap();
-    let mut s3_config = sandboxd::config::S3Config::default();
-    s3.apply(&mut s3_config);
-    s3_config.bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let client = sandboxd::objectstore::client(&s3_config).await;
-    sandboxd::objectstore::ensure_bucket(&client, &s3_config.bucket).await.unwrap();
-    let dir = templates.path().to_path_buf();
-    let app = TestApp::spawn_with(move |config| {
-        config.templates.dir = dir;
-        config.s3 = s3_config;
-    })
-    .await;
-    (app, (templates, data), s3)
+async fn spawn_app() -> common::WithS3 {
+    common::spawn_with_s3("mcp-workbench.toml", AGENT_TEMPLATE).await
 }
 
 /// The agent's run succeeded, and the gRPC API shows the sandbox it made, destroyed.
@@ -93,7 +77,8 @@ async fn check_agent_session(app: &TestApp, output: &Output) {
 async fn an_mcp_agent_creates_a_sandbox_works_in_it_sees_progress_and_structured_errors_and_destroys_it()
  {
     require_python_packages();
-    let (app, _dirs, _s3) = spawn_app().await;
+    let fixture = spawn_app().await;
+    let app = &fixture.app;
     let addr = format!("http://{}", app.addr);
     let output = run_agent(
         &app.owner_key,
@@ -107,14 +92,15 @@ async fn an_mcp_agent_creates_a_sandbox_works_in_it_sees_progress_and_structured
         ],
     )
     .await;
-    check_agent_session(&app, &output).await;
+    check_agent_session(app, &output).await;
 }
 
 #[tokio::test]
 async fn the_same_session_over_streamable_http_forwards_each_clients_own_key() {
     use tokio::io::AsyncBufReadExt;
     require_python_packages();
-    let (app, _dirs, _s3) = spawn_app().await;
+    let fixture = spawn_app().await;
+    let app = &fixture.app;
     // No SANDBOXD_API_KEY for the MCP server: over HTTP each client's key is forwarded.
     let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxctl"))
         .args(["mcp", "--listen", "127.0.0.1:0"])
@@ -134,7 +120,7 @@ async fn the_same_session_over_streamable_http_forwards_each_clients_own_key() {
         String::from_utf8_lossy(&output.stdout)
             .contains("http: a client without an API key is refused")
     );
-    check_agent_session(&app, &output).await;
+    check_agent_session(app, &output).await;
     server.kill().await.unwrap();
 }
 

@@ -5,13 +5,10 @@
 
 mod common;
 
-use common::{TestApp, error_reason, templates_with};
-use sandboxd::{
-    dev::InProcessS3,
-    proto::{
-        CreateSandboxRequest, DestroySandboxRequest, ExecRequest, GetSyncStatusRequest,
-        PullWorkspaceRequest, PushWorkspaceRequest, exec_response::Output,
-    },
+use common::{TestApp, error_reason};
+use sandboxd::proto::{
+    CreateSandboxRequest, DestroySandboxRequest, ExecRequest, GetSyncStatusRequest,
+    PullWorkspaceRequest, PushWorkspaceRequest, exec_response::Output,
 };
 use tokio_stream::StreamExt;
 use tonic::Code;
@@ -22,29 +19,8 @@ runtime = "process"
 keep_objects = false
 "#;
 
-struct Setup {
-    app: TestApp,
-    s3: InProcessS3,
-    _dirs: (tempfile::TempDir, tempfile::TempDir),
-}
-
-async fn setup() -> Setup {
-    let templates = templates_with(|_, text| text);
-    std::fs::write(templates.path().join("scratch.toml"), SCRATCH).unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let s3 = InProcessS3::start(data.path()).await.unwrap();
-    let mut s3_config = sandboxd::config::S3Config::default();
-    s3.apply(&mut s3_config);
-    s3_config.bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
-    let client = sandboxd::objectstore::client(&s3_config).await;
-    sandboxd::objectstore::ensure_bucket(&client, &s3_config.bucket).await.unwrap();
-    let dir = templates.path().to_path_buf();
-    let app = TestApp::spawn_with(move |config| {
-        config.s3 = s3_config;
-        config.templates.dir = dir;
-    })
-    .await;
-    Setup { app, s3, _dirs: (templates, data) }
+async fn setup() -> common::WithS3 {
+    common::spawn_with_s3("scratch.toml", SCRATCH).await
 }
 
 async fn create(app: &TestApp, template: &str, init_from: &str) -> String {
@@ -76,7 +52,7 @@ fn push(id: &str, delete: bool) -> PushWorkspaceRequest {
     PushWorkspaceRequest { sandbox_id: id.into(), delete, ..Default::default() }
 }
 
-async fn objects_under(setup: &Setup, prefix: &str) -> usize {
+async fn objects_under(setup: &common::WithS3, prefix: &str) -> usize {
     let mut config = sandboxd::config::S3Config::default();
     setup.s3.apply(&mut config);
     let client = sandboxd::objectstore::client(&config).await;

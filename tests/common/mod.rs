@@ -562,3 +562,30 @@ pub async fn pooled_app(
     .await;
     (app, templates)
 }
+
+/// A server with one more template (`file_name`, `text`) beside the shipped ones and an
+/// in-process S3 store with a bucket of its own; keep it while the test runs.
+pub struct WithS3 {
+    pub app: TestApp,
+    pub s3: sandboxd::dev::InProcessS3,
+    _dirs: (tempfile::TempDir, tempfile::TempDir),
+}
+
+pub async fn spawn_with_s3(file_name: &str, text: &str) -> WithS3 {
+    let templates = templates_with(|_, text| text);
+    std::fs::write(templates.path().join(file_name), text).unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let s3 = sandboxd::dev::InProcessS3::start(data.path()).await.unwrap();
+    let mut s3_config = sandboxd::config::S3Config::default();
+    s3.apply(&mut s3_config);
+    s3_config.bucket = format!("test-{}", uuid::Uuid::new_v4().simple());
+    let client = sandboxd::objectstore::client(&s3_config).await;
+    sandboxd::objectstore::ensure_bucket(&client, &s3_config.bucket).await.unwrap();
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(move |config| {
+        config.s3 = s3_config;
+        config.templates.dir = dir;
+    })
+    .await;
+    WithS3 { app, s3, _dirs: (templates, data) }
+}
