@@ -77,14 +77,20 @@ impl GuildRouting for GuildRoutingApi {
                 format!("between 1 and {MAX_RESOLVE_BATCH} guild ids per call (got {})", ids.len());
             return Err(Error::invalid("guild_ids", message).into());
         }
-        let violations = validate::check_each("guild_ids", &ids, |index, raw| {
-            GuildId::parse(&format!("guild_ids[{index}]"), raw).err()
-        });
+        let mut guilds = Vec::with_capacity(ids.len());
+        let violations =
+            validate::check_each("guild_ids", &ids, |index, raw| {
+                match GuildId::parse(&format!("guild_ids[{index}]"), raw) {
+                    Ok(guild) => {
+                        guilds.push(guild);
+                        None
+                    }
+                    Err(violation) => Some(violation),
+                }
+            });
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
         }
-        let guilds: Vec<GuildId> =
-            ids.iter().filter_map(|raw| GuildId::parse("guild_ids", raw).ok()).collect();
         let routes = ids
             .into_iter()
             .zip(guilds)

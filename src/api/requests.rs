@@ -212,11 +212,7 @@ pub fn list(request: proto::ListSandboxesRequest) -> Result<ListRequest> {
     let mut violations = Vec::new();
     let page_size = collect(page_token::page_size(request.page_size), &mut violations);
     let owner = optional_subject("owner", request.owner, &mut violations);
-    let states: Vec<_> = request
-        .states
-        .iter()
-        .filter_map(|raw| proto::SandboxState::try_from(*raw).ok().and_then(convert::domain_state))
-        .collect();
+    let mut states = Vec::new();
     if request.states.len() > MAX_STATES {
         violations.push(FieldViolation::new(
             "states",
@@ -224,10 +220,15 @@ pub fn list(request: proto::ListSandboxesRequest) -> Result<ListRequest> {
         ));
     } else {
         violations.extend(validate::check_each("states", &request.states, |index, raw| {
-            let known = proto::SandboxState::try_from(*raw).ok().and_then(convert::domain_state);
-            known
-                .is_none()
-                .then(|| FieldViolation::new(format!("states[{index}]"), "is not a sandbox state"))
+            match proto::SandboxState::try_from(*raw).ok().and_then(convert::domain_state) {
+                Some(state) => {
+                    states.push(state);
+                    None
+                }
+                None => {
+                    Some(FieldViolation::new(format!("states[{index}]"), "is not a sandbox state"))
+                }
+            }
         }));
     }
     let template = (!request.template.is_empty()).then_some(request.template);
