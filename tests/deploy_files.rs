@@ -41,23 +41,37 @@ fn of_kind<'a>(documents: &'a [Value], kind: &str) -> &'a Value {
 /// Runs `sandboxd check-config` with `args` (a `serve` command line) and only `env` for
 /// SANDBOXD_* settings.
 fn check_config(source: &str, args: &[String], env: &BTreeMap<String, String>) {
-    assert_eq!(args.first().map(String::as_str), Some("serve"), "{source}: runs `sandboxd serve`");
-    let mut command = Command::new(env!("CARGO_BIN_EXE_sandboxd"));
-    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("SANDBOXD_")) {
-        command.env_remove(name);
-    }
-    let output = command
-        .current_dir(std::env::temp_dir())
-        .arg("check-config")
-        .args(&args[1..])
-        .envs(env)
-        .output()
-        .unwrap();
+    let output = run_check_config(source, args, env);
     assert!(
         output.status.success(),
         "{source}: sandboxd refuses its settings {env:?} {args:?}:\n{}",
         String::from_utf8_lossy(&output.stderr)
     );
+    // The same settings with one unknown key are refused, so the check above could fail.
+    let mut drifted = env.clone();
+    drifted.insert("SANDBOXD_SERVER__NO_SUCH_SETTING".into(), "1".into());
+    let refused = run_check_config(source, args, &drifted);
+    assert!(!refused.status.success(), "{source}: an unknown setting must be refused");
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("no_such_setting"));
+}
+
+fn run_check_config(
+    source: &str,
+    args: &[String],
+    env: &BTreeMap<String, String>,
+) -> std::process::Output {
+    assert_eq!(args.first().map(String::as_str), Some("serve"), "{source}: runs `sandboxd serve`");
+    let mut command = Command::new(env!("CARGO_BIN_EXE_sandboxd"));
+    for (name, _) in std::env::vars().filter(|(name, _)| name.starts_with("SANDBOXD_")) {
+        command.env_remove(name);
+    }
+    command
+        .current_dir(std::env::temp_dir())
+        .arg("check-config")
+        .args(&args[1..])
+        .envs(env)
+        .output()
+        .unwrap()
 }
 
 /// The templates directory of a container holds the shipped templates (the image copies
