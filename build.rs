@@ -12,6 +12,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/sandboxd/v1/sandbox.proto",
         "proto/sandboxd/v1/routing.proto",
         "proto/sandboxd/v1/sync.proto",
+        "proto/sandboxd/v1/artifact.proto",
     ];
     tonic_prost_build::configure()
         // Prost's codec with decode errors mapped to INVALID_ARGUMENT (src/wire/codec.rs).
