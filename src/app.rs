@@ -76,10 +76,11 @@ impl App {
         let shutdown = CancellationToken::new();
         let events = EventHub::default();
         let routes = Arc::new(RoutingTable::default());
-        let locks = Locks::new(redis.clone());
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let unobserved_locks = Locks::new(redis.clone());
+        let locks = unobserved_locks.observed(metrics.clone(), "api");
         let (lock_audit, lock_audit_writer) = LockAudit::new();
         let rate_limits = RateLimiter::new(config.rate_limit.clone());
-        let metrics = Arc::new(crate::metrics::Metrics::new());
         let sandboxes = SandboxManager {
             metrics: metrics.clone(),
             store: store.clone(),
@@ -98,7 +99,10 @@ impl App {
             runtime_config: Arc::new(config.runtime.clone()),
             file_limits: config.files,
             syncs: Arc::new(WorkspaceSyncs::new(config.s3.clone(), config.sync.clone())),
-            git: Arc::new(GitRemotes::new(config.git.clone(), locks.clone())),
+            git: Arc::new(GitRemotes::new(
+                config.git.clone(),
+                unobserved_locks.observed(metrics.clone(), "git_push"),
+            )),
             worker_endpoints: Arc::new(crate::isolation::config::WorkerEndpoints::new(
                 &config.isolation,
                 config.database.url.expose(),

@@ -145,3 +145,124 @@ async fn a_scrape_reports_rpcs_sandboxes_and_pools() {
         "a destroyed sandbox is no longer counted"
     );
 }
+
+/// A server with the metrics listener on and an in-process S3 store, with a `process` template.
+async fn metered_with_s3() -> common::WithS3 {
+    let template = "name = \"scratch\"\nruntime = \"process\"\nkeep_objects = false\n";
+    common::spawn_with_s3_and("scratch.toml", template, |config| {
+        config.metrics.listen = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await
+}
+
+#[tokio::test]
+async fn lock_waits_and_holds_are_measured() {
+    let setup = metered_with_s3().await;
+    let app = &setup.app;
+    let sync = || app.sync(Some(&app.owner_key));
+    let acquire = |wait_ms: u64| proto::AcquireLockRequest {
+        resource: "metrics:lock".into(),
+        ttl: Some(prost_types::Duration { seconds: 30, nanos: 0 }),
+        wait: Some(prost_types::Duration {
+            seconds: 0,
+            nanos: i32::try_from(wait_ms).unwrap() * 1_000_000,
+        }),
+        ..Default::default()
+    };
+    let lease = sync().acquire_lock(acquire(0)).await.unwrap().into_inner();
+    // Held: a second acquisition waits its whole 150 ms and gives up.
+    sync().acquire_lock(acquire(150)).await.unwrap_err();
+    let release = proto::ReleaseLockRequest {
+        resource: "metrics:lock".into(),
+        owner_token: lease.owner_token.clone(),
+    };
+    assert!(sync().release_lock(release).await.unwrap().into_inner().released);
+
+    let samples = scrape(app).await;
+    let wait = |suffix: &str, outcome| {
+        let name = format!("sandboxd_lock_wait_seconds_{suffix}");
+        value(&samples, &name, &[("scope", "api"), ("outcome", outcome)])
+    };
+    assert_eq!(wait("count", "acquired"), Some(1.0));
+    assert_eq!(wait("count", "not_acquired"), Some(1.0));
+    let waited = wait("sum", "not_acquired").unwrap();
+    assert!(waited >= 0.15, "the refused acquisition waited its 150 ms, recorded {waited} s");
+    let held = |suffix: &str| {
+        let name = format!("sandboxd_lock_hold_seconds_{suffix}");
+        value(&samples, &name, &[("scope", "api")])
+    };
+    assert_eq!(held("count"), Some(1.0), "one lease was released");
+    let held = held("sum").unwrap();
+    assert!(
+        (0.15..30.0).contains(&held),
+        "held across the refused 150 ms acquisition, by Redis's clock: {held} s"
+    );
+}
+
+#[tokio::test]
+async fn workspace_syncs_count_files_and_bytes() {
+    let setup = metered_with_s3().await;
+    let app = &setup.app;
+    let request = proto::CreateSandboxRequest { template: "scratch".into(), ..Default::default() };
+    let id = app.owner().create_sandbox(request).await.unwrap().into_inner().sandbox_id;
+    let exec = proto::ExecRequest {
+        sandbox_id: id.clone(),
+        command: ["sh", "-c", "echo one > a.txt && head -c 5000 /dev/urandom > b.bin"]
+            .map(String::from)
+            .to_vec(),
+        ..Default::default()
+    };
+    let mut output = app.owner().exec(exec).await.unwrap().into_inner();
+    while tokio_stream::StreamExt::next(&mut output).await.transpose().unwrap().is_some() {}
+    let push = proto::PushWorkspaceRequest { sandbox_id: id.clone(), ..Default::default() };
+    let pushed = app.sync(Some(&app.owner_key)).push_workspace(push).await.unwrap().into_inner();
+    assert_eq!(pushed.files_transferred, 2, "both files were uploaded");
+    assert_eq!(pushed.bytes_transferred, 5004);
+
+    let samples = scrape(app).await;
+    let files = |action| {
+        value(&samples, "sandboxd_sync_files_total", &[("direction", "push"), ("action", action)])
+    };
+    assert_eq!(files("transferred"), Some(2.0));
+    assert_eq!(files("scanned"), Some(pushed.files_scanned as f64));
+    assert_eq!(
+        value(&samples, "sandboxd_sync_bytes_total", &[("direction", "push")]),
+        Some(5004.0)
+    );
+    assert_eq!(
+        value(&samples, "sandboxd_sync_bytes_total", &[("direction", "pull")]),
+        None,
+        "nothing was pulled"
+    );
+}
+
+#[tokio::test]
+async fn pool_claims_are_timed_by_hit_and_miss() {
+    let (app, _templates) = common::pooled_app(1, 1, |config| {
+        config.metrics.listen = Some("127.0.0.1:0".parse().unwrap())
+    })
+    .await;
+    let pool = proto::GetPoolStatusRequest { template: "discord-guild".into() };
+    common::eventually("a ready pool member", std::time::Duration::from_secs(30), || {
+        let (app, pool) = (&app, pool.clone());
+        async move {
+            app.owner().get_pool_status(pool).await.unwrap().into_inner().pools[0].ready_count == 1
+        }
+    })
+    .await;
+    let first = app.owner().create_sandbox(common::create_request("hit")).await.unwrap();
+    assert!(first.into_inner().from_pool, "the ready member was claimed");
+    // The pool is full (its one member is in use): the next create finds nothing ready.
+    let second = app.owner().create_sandbox(common::create_request("miss")).await.unwrap();
+    assert!(!second.into_inner().from_pool, "provisioned cold");
+
+    let samples = scrape(&app).await;
+    let claims = |outcome| {
+        value(
+            &samples,
+            "sandboxd_pool_claim_seconds_count",
+            &[("template", "discord-guild"), ("outcome", outcome)],
+        )
+    };
+    assert_eq!((claims("hit"), claims("miss")), (Some(1.0), Some(1.0)));
+}

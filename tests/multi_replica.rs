@@ -1,6 +1,7 @@
 //! Three `sandboxd serve` processes on one database, as behind a load balancer: a client
-//! spreads creates, destroys, resolves and watches over them, one replica is killed with
-//! SIGKILL in the middle of the load, and afterwards nothing acknowledged is lost: every
+//! spreads creates, destroys, resolves and watches over them from six concurrent clients, one
+//! replica is killed with SIGKILL while calls to it are in flight, and afterwards nothing
+//! acknowledged is lost: every
 //! acknowledged create exists, every acknowledged destroy ends DESTROYED, and the watchers
 //! connected to the surviving replicas saw every one of those events.
 
@@ -100,9 +101,102 @@ fn retryable(status: &tonic::Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::Unknown | Code::Cancelled | Code::Aborted)
 }
 
+/// What the clients were told, and how the victim's calls went.
+#[derive(Default)]
+struct Ledger {
+    /// Acknowledged creates.
+    created: Vec<String>,
+    /// Acknowledged destroys.
+    destroyed: Vec<String>,
+    served_by_victim: usize,
+    /// Calls sent to the victim while it was alive that never got an answer: cut by the kill.
+    interrupted: usize,
+    /// Calls that reached the dead victim and were retried elsewhere.
+    refused_by_victim: usize,
+}
+
+/// The replicas behind the "load balancer", and the victim's liveness.
+struct Cluster {
+    replicas: [Control; 3],
+    ledger: Mutex<Ledger>,
+    killed: std::sync::atomic::AtomicBool,
+    /// Calls in flight to the victim (index 0).
+    victim_in_flight: tokio::sync::watch::Sender<usize>,
+}
+
+impl Cluster {
+    /// Sends `call` to replica `first`, then to the next ones while a replica cannot answer
+    /// (with the same request, so a create that did land is not repeated).
+    async fn call<T, F, Fut>(&self, first: usize, what: &str, call: F) -> T
+    where
+        F: Fn(Control) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        for attempt in 0..3 {
+            let index = (first + attempt) % 3;
+            let to_victim = index == 0;
+            let alive_when_sent = !self.killed.load(std::sync::atomic::Ordering::SeqCst);
+            if to_victim {
+                self.victim_in_flight.send_modify(|n| *n += 1);
+            }
+            let result = call(self.replicas[index].clone()).await;
+            if to_victim {
+                self.victim_in_flight.send_modify(|n| *n -= 1);
+            }
+            let mut ledger = self.ledger.lock().unwrap();
+            match result {
+                Ok(response) => {
+                    ledger.served_by_victim += usize::from(to_victim);
+                    return response.into_inner();
+                }
+                Err(status) if retryable(&status) && to_victim && alive_when_sent => {
+                    ledger.interrupted += 1
+                }
+                Err(status) if retryable(&status) => {
+                    ledger.refused_by_victim += usize::from(to_victim)
+                }
+                Err(status) => panic!("{what} failed: {status:?}"),
+            }
+        }
+        panic!("no replica answered {what}")
+    }
+}
+
+/// One client of the load: creates, resolves and (every other round) destroys.
+async fn client(app: Arc<TestApp>, cluster: Arc<Cluster>, worker: usize, rounds: usize) {
+    for round in 0..rounds {
+        let request = proto::CreateSandboxRequest {
+            request_id: uuid::Uuid::new_v4().to_string(),
+            ..common::create_request(&format!("w{worker}-r{round}"))
+        };
+        let sandbox = cluster
+            .call(worker + round, "create", |mut replica| {
+                let request = request.clone();
+                async move { replica.create_sandbox(request).await }
+            })
+            .await;
+        cluster.ledger.lock().unwrap().created.push(sandbox.sandbox_id.clone());
+        let guild = proto::ResolveGuildRequest {
+            guild_id: format!("{}", 100_000_000_000_000_000u64 + (worker * rounds + round) as u64),
+        };
+        let mut routing = app.routing(Some(&app.owner_key));
+        routing.resolve_guild(guild).await.expect("resolves keep working");
+        if round % 2 == 0 {
+            let id = sandbox.sandbox_id;
+            cluster
+                .call(worker + round + 1, "destroy", |mut replica| {
+                    let request = common::destroy_request(&id);
+                    async move { replica.destroy_sandbox(request).await }
+                })
+                .await;
+            cluster.ledger.lock().unwrap().destroyed.push(id);
+        }
+    }
+}
+
 #[tokio::test]
 async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
-    let app = TestApp::spawn().await;
+    let app = Arc::new(TestApp::spawn().await);
     let work = tempfile::tempdir().unwrap();
     let (mut victim, victim_client) = replica(&app, work.path(), 0).await;
     let (_b, b) = replica(&app, work.path(), 1).await;
@@ -110,76 +204,47 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
     let (seen_b, seen_c) =
         (Arc::new(Mutex::new(Seen::default())), Arc::new(Mutex::new(Seen::default())));
     let watchers = [watch(b.clone(), seen_b.clone()), watch(c.clone(), seen_c.clone())];
-    let replicas = [victim_client, b.clone(), c.clone()];
+    let (victim_in_flight, mut in_flight) = tokio::sync::watch::channel(0);
+    let cluster = Arc::new(Cluster {
+        replicas: [victim_client, b, c],
+        ledger: Mutex::default(),
+        killed: Default::default(),
+        victim_in_flight,
+    });
 
-    let mut created = Vec::new();
-    let mut destroyed = Vec::new();
-    let mut served_by_victim = 0;
-    let mut refused_by_victim = 0;
-    let rounds = 60;
-    for round in 0..rounds {
-        if round == rounds / 2 {
-            victim.start_kill().expect("SIGKILL the replica");
-            victim.wait().await.unwrap();
-        }
-        // Round robin, as a load balancer would; a call the dead replica cannot answer goes to
-        // the next one, with the same request id (so a create that did land is not repeated).
-        let request_id = uuid::Uuid::new_v4().to_string();
-        let request = proto::CreateSandboxRequest {
-            request_id,
-            ..common::create_request(&format!("r-{round}"))
-        };
-        let mut sandbox = None;
-        for attempt in 0..3 {
-            let index = (round + attempt) % 3;
-            match replicas[index].clone().create_sandbox(request.clone()).await {
-                Ok(response) => {
-                    served_by_victim += usize::from(index == 0);
-                    sandbox = Some(response.into_inner());
-                    break;
-                }
-                Err(status) if retryable(&status) => refused_by_victim += usize::from(index == 0),
-                Err(status) => panic!("create failed: {status:?}"),
-            }
-        }
-        let sandbox = sandbox.expect("some replica created it");
-        created.push(sandbox.sandbox_id.clone());
-        let guild = proto::ResolveGuildRequest {
-            guild_id: format!("{}", 100_000_000_000_000_000u64 + round as u64),
-        };
-        let mut routing = app.routing(Some(&app.owner_key));
-        routing.resolve_guild(guild).await.expect("resolves keep working");
-        if round % 2 == 0 {
-            for attempt in 0..3 {
-                let index = (round + 1 + attempt) % 3;
-                match replicas[index]
-                    .clone()
-                    .destroy_sandbox(common::destroy_request(&sandbox.sandbox_id))
-                    .await
-                {
-                    Ok(_) => {
-                        destroyed.push(sandbox.sandbox_id.clone());
-                        break;
-                    }
-                    Err(status) if retryable(&status) => {
-                        refused_by_victim += usize::from(index == 0)
-                    }
-                    Err(status) => panic!("destroy failed: {status:?}"),
-                }
-            }
-        }
+    // Six clients at once, round robin over the replicas, as behind a load balancer.
+    let (workers, rounds) = (6, 12);
+    let load: Vec<_> = (0..workers)
+        .map(|worker| tokio::spawn(client(app.clone(), cluster.clone(), worker, rounds)))
+        .collect();
+    // Once the victim has served part of the load, kill it while calls to it are in flight.
+    common::eventually("the victim served some calls", Duration::from_secs(60), || {
+        let cluster = cluster.clone();
+        async move { cluster.ledger.lock().unwrap().served_by_victim >= 8 }
+    })
+    .await;
+    in_flight.wait_for(|calls| *calls > 0).await.unwrap();
+    cluster.killed.store(true, std::sync::atomic::Ordering::SeqCst);
+    victim.start_kill().expect("SIGKILL the replica");
+    victim.wait().await.unwrap();
+    for worker in load {
+        worker.await.expect("a client of the load");
     }
-    assert!(served_by_victim > 0, "the killed replica served part of the load before it died");
+
+    let ledger = std::mem::take(&mut *cluster.ledger.lock().unwrap());
+    assert!(ledger.served_by_victim >= 8, "the killed replica served part of the load");
+    assert!(ledger.interrupted > 0, "the kill cut calls in flight to the victim");
     assert!(
-        refused_by_victim > 0,
+        ledger.refused_by_victim > 0,
         "calls reached the killed replica after it died and were retried"
     );
+    assert_eq!(ledger.created.len(), workers * rounds, "every create was acknowledged");
 
     // Nothing acknowledged is lost: read back through a survivor.
     let pool = app.pg().await;
-    for id in &created {
+    for id in &ledger.created {
         let state = common::state_of(&pool, common::uuid_of(id)).await;
-        let want = if destroyed.contains(id) { "DESTROYED" } else { "RUNNING" };
+        let want = if ledger.destroyed.contains(id) { "DESTROYED" } else { "RUNNING" };
         assert_eq!(state, want, "sandbox {id}");
     }
     // The watchers on the survivors saw every acknowledged create and destroy.
@@ -189,7 +254,7 @@ async fn a_replica_killed_mid_load_loses_nothing_acknowledged() {
             Duration::from_secs(30),
             || {
                 let seen = seen.clone();
-                let (created, destroyed) = (created.clone(), destroyed.clone());
+                let (created, destroyed) = (ledger.created.clone(), ledger.destroyed.clone());
                 async move {
                     let seen = seen.lock().unwrap();
                     created.iter().all(|id| seen.created.contains(id))

@@ -13,7 +13,7 @@
 
 pub mod audit;
 
-use std::time::Duration;
+use std::{sync::Arc, time::Duration};
 
 use chrono::{DateTime, Utc};
 use rand::Rng;
@@ -23,37 +23,50 @@ use crate::{
     clock,
     error::{Error, Result},
     isolation::RedisNamespace,
+    metrics::{LockWaitOutcome, Metrics},
 };
 
 /// The first pause between attempts of a waiting acquisition; it doubles up to `MAX_BACKOFF`.
 const FIRST_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_millis(200);
 
+/// KEYS: lock, fence, since (when the lease was acquired, by Redis's clock, for the hold-time
+/// metric; a key of its own, so the lock's value keeps the format older servers parse). Scripts
+/// are replicated by their effects, so reading `TIME` is allowed.
 const ACQUIRE: &str = r"
 if redis.call('EXISTS', KEYS[1]) == 1 then
   return {0, redis.call('PTTL', KEYS[1])}
 end
 local fence = redis.call('INCR', KEYS[2])
+local t = redis.call('TIME')
 redis.call('SET', KEYS[1], ARGV[1] .. '|' .. fence, 'PX', ARGV[2])
+redis.call('SET', KEYS[3], t[1] * 1000 + math.floor(t[2] / 1000), 'PX', ARGV[2])
 return {1, fence}
 ";
 
+/// KEYS: lock, since.
 const RENEW: &str = r"
 local value = redis.call('GET', KEYS[1])
 if not value then return {0, 0} end
 local bar = string.find(value, '|', 1, true)
 if not bar or string.sub(value, 1, bar - 1) ~= ARGV[1] then return {0, 0} end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[2])
 return {1, tonumber(string.sub(value, bar + 1))}
 ";
 
+/// KEYS: lock, since. Answers {released, milliseconds held or -1}.
 const RELEASE: &str = r"
 local value = redis.call('GET', KEYS[1])
-if not value then return 0 end
+if not value then return {0, -1} end
 local bar = string.find(value, '|', 1, true)
-if not bar or string.sub(value, 1, bar - 1) ~= ARGV[1] then return 0 end
+if not bar or string.sub(value, 1, bar - 1) ~= ARGV[1] then return {0, -1} end
 redis.call('DEL', KEYS[1])
-return 1
+local since = tonumber(redis.call('GET', KEYS[2]))
+redis.call('DEL', KEYS[2])
+if not since then return {1, -1} end
+local t = redis.call('TIME')
+return {1, t[1] * 1000 + math.floor(t[2] / 1000) - since}
 ";
 
 /// A held lock.
@@ -70,23 +83,35 @@ pub struct Lease {
 #[derive(Clone)]
 pub struct Locks {
     redis: RedisNamespace,
+    /// Where waits and holds are recorded, and under which `scope` label.
+    metrics: Option<(Arc<Metrics>, &'static str)>,
+}
+
+/// A lock's keys, all in one hash slot.
+struct LockKeys {
+    lock: String,
+    fence: String,
+    since: String,
 }
 
 impl Locks {
     pub fn new(redis: RedisNamespace) -> Self {
-        Self { redis }
+        Self { redis, metrics: None }
     }
 
-    /// The lock's key and its fencing counter, in one hash slot.
-    fn keys(&self, tenant: &str, resource: &str) -> (String, String) {
+    /// The same locks, with waits and holds recorded under `scope` (`api`, `git_push`).
+    pub fn observed(&self, metrics: Arc<Metrics>, scope: &'static str) -> Self {
+        Self { redis: self.redis.clone(), metrics: Some((metrics, scope)) }
+    }
+
+    fn keys(&self, tenant: &str, resource: &str) -> LockKeys {
         let mut hasher = Sha256::new();
         hasher.update(tenant.as_bytes());
         hasher.update(b"\0");
         hasher.update(resource.as_bytes());
         let digest = hex::encode(&hasher.finalize()[..16]);
         let lock = format!("{}lock:{{{digest}}}", self.redis.deployment_prefix());
-        let fence = format!("{lock}:fence");
-        (lock, fence)
+        LockKeys { fence: format!("{lock}:fence"), since: format!("{lock}:since"), lock }
     }
 
     /// Acquires `resource` for `ttl`, retrying with exponential backoff and jitter for up to
@@ -100,7 +125,27 @@ impl Locks {
         ttl: Duration,
         wait: Duration,
     ) -> Result<Lease> {
-        let (lock, fence) = self.keys(tenant, resource);
+        let started = std::time::Instant::now();
+        let result = self.acquire_waiting(tenant, resource, ttl, wait).await;
+        if let Some((metrics, scope)) = &self.metrics {
+            let outcome = match &result {
+                Ok(_) => LockWaitOutcome::Acquired,
+                Err(Error::Aborted { .. }) => LockWaitOutcome::NotAcquired,
+                Err(_) => LockWaitOutcome::Error,
+            };
+            metrics.record_lock_wait(scope, outcome, started.elapsed());
+        }
+        result
+    }
+
+    async fn acquire_waiting(
+        &self,
+        tenant: &str,
+        resource: &str,
+        ttl: Duration,
+        wait: Duration,
+    ) -> Result<Lease> {
+        let keys = self.keys(tenant, resource);
         let owner_token = hex::encode(rand::random::<[u8; 16]>());
         let deadline = tokio::time::Instant::now() + wait;
         let mut backoff = FIRST_BACKOFF;
@@ -109,7 +154,7 @@ impl Locks {
             let (acquired, value): (i64, i64) = self
                 .redis
                 .on_connection(async |conn| {
-                    eval(ACQUIRE, &[&lock, &fence])
+                    eval(ACQUIRE, &[&keys.lock, &keys.fence, &keys.since])
                         .arg(&owner_token)
                         .arg(ttl_ms)
                         .query_async(conn)
@@ -154,12 +199,13 @@ impl Locks {
         owner_token: &str,
         ttl: Duration,
     ) -> Result<Lease> {
-        let (lock, _) = self.keys(tenant, resource);
+        let keys = self.keys(tenant, resource);
         let ttl_ms = millis(ttl);
         let (renewed, fencing): (i64, i64) = self
             .redis
             .on_connection(async |conn| {
-                eval(RENEW, &[&lock]).arg(owner_token).arg(ttl_ms).query_async(conn).await
+                let keys = [&keys.lock, &keys.since];
+                eval(RENEW, &keys).arg(owner_token).arg(ttl_ms).query_async(conn).await
             })
             .await?;
         if renewed != 1 {
@@ -181,20 +227,24 @@ impl Locks {
     /// Releases a held lease; `false` when the token no longer held it (idempotent).
     #[tracing::instrument(name = "lock.release", skip(self, owner_token), fields(tenant = %tenant))]
     pub async fn release(&self, tenant: &str, resource: &str, owner_token: &str) -> Result<bool> {
-        let (lock, _) = self.keys(tenant, resource);
-        let released: i64 = self
+        let keys = self.keys(tenant, resource);
+        let (released, held_ms): (i64, i64) = self
             .redis
             .on_connection(async |conn| {
-                eval(RELEASE, &[&lock]).arg(owner_token).query_async(conn).await
+                let keys = [&keys.lock, &keys.since];
+                eval(RELEASE, &keys).arg(owner_token).query_async(conn).await
             })
             .await?;
+        if let (Some((metrics, scope)), Ok(held_ms)) = (&self.metrics, u64::try_from(held_ms)) {
+            metrics.record_lock_hold(scope, Duration::from_millis(held_ms));
+        }
         Ok(released == 1)
     }
 }
 
 /// `EVAL script numkeys keys...`; the caller adds the arguments. (A cluster routes it by its
 /// first key; all of a lock's keys share one slot.)
-fn eval(script: &str, keys: &[&str]) -> redis::Cmd {
+fn eval(script: &str, keys: &[&String]) -> redis::Cmd {
     let mut cmd = redis::cmd("EVAL");
     cmd.arg(script).arg(keys.len()).arg(keys);
     cmd

@@ -16,9 +16,14 @@
 //!   (this replica's; outcome `created` / `destroyed` or the error's kind) and
 //!   `sandboxd_reconcile_actions_total{reason}` (expired, idle, boot timeout, …).
 //!
+//! - Locks, workspace syncs and pool claims: see [`work`].
+//!
 //! Never a sandbox id, a tenant or a subject as a label: their number is unbounded.
 
 pub mod http;
+mod work;
+
+pub use work::{LockWaitOutcome, SyncFigures};
 
 use std::{collections::HashSet, time::Duration};
 
@@ -98,6 +103,7 @@ pub struct Metrics {
     creates: Family<CreateLabels, Counter>,
     destroys: Family<OutcomeLabels, Counter>,
     reconcile_actions: Family<ReasonLabels, Counter>,
+    work: work::WorkMetrics,
 }
 
 impl Default for Metrics {
@@ -169,8 +175,10 @@ impl Metrics {
             "Sandboxes the reconciler moved on, by reason",
             reconcile_actions.clone(),
         );
+        let work = work::WorkMetrics::register(&mut registry);
         Self {
             registry,
+            work,
             creates,
             destroys,
             reconcile_actions,

@@ -284,9 +284,10 @@ impl SandboxManager {
         let connection_limit = self.worker_endpoints.role_connection_limit;
         let issued = (credentials.role.is_some() || credentials.acl.is_some())
             .then_some(ClaimCredentials { issued: credentials, connection_limit });
-        let Some(claimed) = self.store.claim_pool_member(new, quotas, issued, actor).await? else {
-            return Ok(None);
-        };
+        let started = std::time::Instant::now();
+        let claimed = self.store.claim_pool_member(new, quotas, issued, actor).await?;
+        self.metrics.record_pool_claim(&new.template, claimed.is_some(), started.elapsed());
+        let Some(claimed) = claimed else { return Ok(None) };
         let CreateOutcome::Created(sandbox) = &claimed else { return Ok(Some(claimed)) };
         self.pool_wakeup.notify_one();
         if let Some(acl) = &credentials.acl
