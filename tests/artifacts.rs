@@ -407,7 +407,7 @@ async fn review_rules_roles_and_tenants() {
     let own =
         publish(&mut member, header(&members, ArtifactType::Text, "mine"), b"m").await.unwrap();
     let visible = member.list_artifacts(list_request(0)).await.unwrap().into_inner().artifacts;
-    assert_eq!(visible, [own.clone()]);
+    assert_eq!(visible, std::slice::from_ref(&own));
     let hidden = member
         .get_artifact(GetArtifactRequest { artifact_id: report.artifact_id.clone() })
         .await
