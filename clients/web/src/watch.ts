@@ -1,0 +1,71 @@
+// Keeps a server stream open: every message's resume token is remembered, and after an error
+// or the end of the stream the call is made again with the last token, so no event is missed.
+// When the server no longer has the events after that token (OUT_OF_RANGE) or refuses it, the
+// watch starts afresh and `onReset` re-reads the current state.
+import { Code } from "@connectrpc/connect";
+import { hasCode } from "./errors";
+
+export interface WatchHandlers<T> {
+  onMessage(message: T): void;
+  /** Called before the first call and whenever the watch restarts without a token. */
+  onReset(): void;
+  /** `error` is set while reconnecting after a failure. */
+  onStatus(live: boolean, error?: unknown): void;
+}
+
+const FIRST_RETRY_MS = 500;
+const MAX_RETRY_MS = 15_000;
+
+/** Starts watching; the returned function stops it. */
+export function keepWatching<T extends { resumeToken: string }>(
+  open: (resumeToken: string, signal: AbortSignal) => AsyncIterable<T>,
+  handlers: WatchHandlers<T>,
+): () => void {
+  const abort = new AbortController();
+  void run(open, handlers, abort.signal);
+  return () => abort.abort();
+}
+
+async function run<T extends { resumeToken: string }>(
+  open: (resumeToken: string, signal: AbortSignal) => AsyncIterable<T>,
+  handlers: WatchHandlers<T>,
+  signal: AbortSignal,
+): Promise<void> {
+  let token = "";
+  let retry = FIRST_RETRY_MS;
+  let fresh = true;
+  while (!signal.aborted) {
+    try {
+      const stream = open(token, signal);
+      if (fresh) handlers.onReset();
+      fresh = false;
+      handlers.onStatus(true);
+      for await (const message of stream) {
+        token = message.resumeToken;
+        retry = FIRST_RETRY_MS;
+        handlers.onMessage(message);
+      }
+      if (signal.aborted) return;
+      handlers.onStatus(false, new Error("the stream ended; reconnecting"));
+    } catch (error) {
+      if (signal.aborted) return;
+      if (hasCode(error, Code.OutOfRange) || hasCode(error, Code.InvalidArgument)) {
+        token = "";
+        fresh = true;
+      }
+      handlers.onStatus(false, error);
+    }
+    await pause(retry, signal);
+    retry = Math.min(retry * 2, MAX_RETRY_MS);
+  }
+}
+
+function pause(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    signal.addEventListener("abort", () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
