@@ -1,0 +1,271 @@
+//! The web dashboard end to end, in a real browser: a real `sandboxd dev` (throwaway
+//! PostgreSQL, Redis and in-process S3), its dashboard listener checked over plain HTTP/1.1
+//! (content types, cache and security headers, client routes), then the Playwright script
+//! `clients/web/e2e/review.mjs` driving Debian's Chromium through the README's dashboard tour:
+//! sign in with the key, create a sandbox from the page, see it RUNNING without a reload, approve
+//! an artifact this test publishes through the gRPC API, destroy the sandbox from the page.
+//!
+//! Needs the built web app embedded (`npm --prefix clients/web ci && npm --prefix clients/web
+//! run build` before `cargo build`; scripts/test does it), Node with the web app's packages, and
+//! Chromium (`CHROMIUM`, default /usr/bin/chromium); it fails saying so when one is missing.
+//! Screenshots land in `target/dashboard-screenshots/`; with `UPDATE_SCREENSHOTS=1` one of the
+//! list and one of the review queue are also copied to `docs/screenshots/` for the README.
+
+mod common;
+
+use std::{path::Path, process::Stdio, time::Duration};
+
+use common::Bearer;
+use sandboxd::proto::{
+    self, ArtifactType, ReviewState, SandboxState,
+    artifact_service_client::ArtifactServiceClient, publish_artifact_request::Content,
+    sandbox_control_client::SandboxControlClient,
+};
+use tokio::{
+    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    net::TcpStream,
+    process::{Child, Command},
+};
+use tonic::transport::Channel;
+
+const DEV_KEY: &str = "sbx_da5b0a4d0000000000000000000000000000000000000001";
+const WEB: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/clients/web");
+const SCREENSHOTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/target/dashboard-screenshots");
+const DIFF: &str = "diff --git a/README.md b/README.md\n--- a/README.md\n+++ b/README.md\n\
+                    @@ -1,2 +1,2 @@\n # sandboxd\n-old line\n+new line from the agent\n";
+/// A 24×24 PNG: red and blue squares.
+const PNG: &[u8] = &[
+    0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a, 0x00, 0x00, 0x00, 0x0d, 0x49, 0x48, 0x44, 0x52,
+    0x00, 0x00, 0x00, 0x18, 0x00, 0x00, 0x00, 0x18, 0x08, 0x02, 0x00, 0x00, 0x00, 0x6f, 0x15, 0xaa,
+    0xaf, 0x00, 0x00, 0x00, 0x2a, 0x49, 0x44, 0x41, 0x54, 0x78, 0xda, 0x63, 0xb8, 0x63, 0x63, 0x44,
+    0x10, 0x69, 0x54, 0xdc, 0x21, 0x88, 0x18, 0x46, 0x0d, 0x1a, 0x35, 0x68, 0xd4, 0x20, 0xbc, 0x06,
+    0x11, 0xa3, 0x88, 0x18, 0xcb, 0x46, 0x0d, 0x1a, 0x35, 0x68, 0xd4, 0x20, 0xbc, 0x08, 0x00, 0xd4,
+    0xbb, 0x1e, 0xee, 0xee, 0xeb, 0xa8, 0xe6, 0x00, 0x00, 0x00, 0x00, 0x49, 0x45, 0x4e, 0x44, 0xae,
+    0x42, 0x60, 0x82,
+];
+
+/// The tools the browser test needs, or a message saying what to install.
+fn preconditions() -> String {
+    assert!(
+        sandboxd::web::WEB_APP_BUILT,
+        "the web app is not embedded (only the placeholder page): run `npm --prefix clients/web ci \
+         && npm --prefix clients/web run build`, then the tests again (scripts/test does both)"
+    );
+    let chromium = std::env::var("CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into());
+    assert!(
+        Path::new(&chromium).is_file(),
+        "Chromium is not installed at {chromium}: `apt-get install chromium` (scripts/test does), \
+         or set CHROMIUM to its path"
+    );
+    assert!(
+        Path::new(WEB).join("node_modules/playwright-core").is_dir(),
+        "playwright-core is not installed: run `npm --prefix clients/web ci`"
+    );
+    chromium
+}
+
+struct Dev {
+    child: Child,
+    grpc: String,
+    dashboard: String,
+}
+
+/// `sandboxd dev` on free ports, with the addresses it printed.
+async fn start_dev(data: &Path) -> Dev {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
+        .args(["dev", "--listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .env_remove("DATABASE_URL")
+        .env_remove("REDIS_URL")
+        .env("SANDBOXD_DEV_API_KEY", DEV_KEY)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("sandboxd dev starts");
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (grpc, dashboard) = tokio::time::timeout(Duration::from_secs(120), async {
+        let mut grpc = None;
+        while let Some(line) = lines.next_line().await.unwrap() {
+            let line = line.trim();
+            if let Some(addr) = line.strip_prefix("gRPC address :") {
+                grpc = Some(addr.trim().to_string());
+            }
+            if let Some(rest) = line.strip_prefix("Dashboard    :") {
+                let url = rest.split_whitespace().next().expect("a dashboard URL").to_string();
+                return (grpc.expect("the gRPC address is printed first"), url);
+            }
+        }
+        panic!("sandboxd dev exited before printing its dashboard URL");
+    })
+    .await
+    .expect("sandboxd dev printed its addresses within 120 s");
+    Dev { child, grpc, dashboard }
+}
+
+/// One HTTP/1.1 request: the status line, the lower-cased headers and the body.
+async fn http_get(url: &str, path: &str) -> (String, Vec<(String, String)>, Vec<u8>) {
+    let authority = url.trim_start_matches("http://").split('/').next().unwrap();
+    let mut stream = TcpStream::connect(authority).await.expect("the dashboard listener accepts");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response");
+    let head = String::from_utf8_lossy(&raw[..split]).to_string();
+    let mut head_lines = head.lines();
+    let status = head_lines.next().unwrap_or_default().to_string();
+    let headers = head_lines
+        .filter_map(|line| line.split_once(':'))
+        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
+        .collect();
+    (status, headers, raw[split + 4..].to_vec())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
+    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or_default()
+}
+
+async fn check_http_answers(dashboard: &str) {
+    let (status, headers, body) = http_get(dashboard, "/ui").await;
+    assert!(status.contains("200"), "/ui: {status}");
+    assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
+    assert_eq!(header(&headers, "cache-control"), "no-cache", "the index is never cached");
+    assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
+    let csp = header(&headers, "content-security-policy");
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    let index = String::from_utf8(body).unwrap();
+    let script = index
+        .split('"')
+        .find(|part| part.starts_with("/ui/assets/") && part.ends_with(".js"))
+        .unwrap_or_else(|| panic!("the index loads a hashed bundle:\n{index}"))
+        .to_string();
+
+    let (status, headers, body) = http_get(dashboard, &script).await;
+    assert!(status.contains("200"), "{script}: {status}");
+    assert_eq!(header(&headers, "content-type"), "text/javascript; charset=utf-8");
+    assert_eq!(header(&headers, "cache-control"), "public, max-age=31536000, immutable");
+    assert!(!body.is_empty());
+
+    let (status, _, client_route) = http_get(dashboard, "/ui/sandboxes/some-id").await;
+    assert!(status.contains("200"), "a client route answers the index: {status}");
+    assert_eq!(String::from_utf8(client_route).unwrap(), index);
+    let (status, _, _) = http_get(dashboard, "/ui/assets/index-missing.js").await;
+    assert!(status.contains("404"), "a missing bundle is a 404, not HTML: {status}");
+    let (status, headers, _) = http_get(dashboard, "/").await;
+    assert!(status.contains("308") && header(&headers, "location") == "/ui/", "{status}");
+}
+
+async fn publish(
+    artifacts: &mut ArtifactServiceClient<
+        tonic::service::interceptor::InterceptedService<Channel, Bearer>,
+    >,
+    sandbox_id: &str,
+    kind: ArtifactType,
+    title: &str,
+    content_type: &str,
+    bytes: &[u8],
+) -> Result<proto::Artifact, tonic::Status> {
+    let header = proto::PublishArtifactHeader {
+        sandbox_id: sandbox_id.to_string(),
+        r#type: kind as i32,
+        title: title.to_string(),
+        content_type: content_type.to_string(),
+        ..Default::default()
+    };
+    let messages = vec![
+        proto::PublishArtifactRequest { content: Some(Content::Header(header)) },
+        proto::PublishArtifactRequest { content: Some(Content::Chunk(bytes.to_vec())) },
+    ];
+    Ok(artifacts.publish_artifact(tokio_stream::iter(messages)).await?.into_inner())
+}
+
+#[tokio::test]
+async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
+    let chromium = preconditions();
+    let data = tempfile::tempdir().unwrap();
+    let mut dev = start_dev(data.path()).await;
+    check_http_answers(&dev.dashboard).await;
+
+    let channel = Channel::from_shared(format!("http://{}", dev.grpc)).unwrap().connect_lazy();
+    let bearer = || Bearer(Some(DEV_KEY.to_string()));
+    let mut control = SandboxControlClient::with_interceptor(channel.clone(), bearer());
+    let mut artifacts = ArtifactServiceClient::with_interceptor(channel, bearer());
+
+    let _ = std::fs::remove_dir_all(SCREENSHOTS);
+    let mut script = Command::new("node")
+        .arg(Path::new(WEB).join("e2e/review.mjs"))
+        .env("DASHBOARD_URL", &dev.dashboard)
+        .env("API_KEY", DEV_KEY)
+        .env("SCREENSHOT_DIR", SCREENSHOTS)
+        .env("CHROMIUM", &chromium)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("node runs clients/web/e2e/review.mjs");
+    let mut to_script = script.stdin.take().unwrap();
+    let mut from_script = BufReader::new(script.stdout.take().unwrap()).lines();
+    let mut transcript = Vec::new();
+    let mut sandbox_id = None;
+    let mut published = None;
+    let run = tokio::time::timeout(Duration::from_secs(300), async {
+        while let Some(line) = from_script.next_line().await.unwrap() {
+            println!("review.mjs: {line}");
+            transcript.push(line.clone());
+            let Some(id) = line.strip_prefix("sandbox-running ") else { continue };
+            sandbox_id = Some(id.to_string());
+            let diff = publish(&mut artifacts, id, ArtifactType::Diff, "README wording", "text/x-diff", DIFF.as_bytes())
+                .await
+                .expect("publishing the diff artifact through the gRPC API");
+            let image = publish(&mut artifacts, id, ArtifactType::Image, "Screenshot of the bot", "image/png", PNG)
+                .await
+                .expect("publishing the image artifact through the gRPC API");
+            assert_eq!(diff.review_state, ReviewState::Pending as i32, "a new artifact awaits review");
+            let answer = format!("published {} {}\n", diff.artifact_id, image.artifact_id);
+            to_script.write_all(answer.as_bytes()).await.unwrap();
+            published = Some(diff);
+        }
+        script.wait().await.unwrap()
+    })
+    .await
+    .expect("the browser script finished within 300 s");
+    assert!(run.success(), "review.mjs failed ({run}); its output:\n{}", transcript.join("\n"));
+
+    let sandbox_id = sandbox_id.expect("the page created a sandbox");
+    let diff = published.expect("the test published artifacts");
+    let reviewed = artifacts
+        .get_artifact(proto::GetArtifactRequest { artifact_id: diff.artifact_id.clone() })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(reviewed.review_state, ReviewState::Approved as i32, "approved on the page");
+    assert_eq!(reviewed.review_comment, "looks good (browser test)");
+    assert!(!reviewed.reviewer.is_empty());
+    let sandbox = control.get_sandbox(common::by_id(&sandbox_id)).await.unwrap().into_inner();
+    assert_eq!(sandbox.state, SandboxState::Destroyed as i32, "destroyed from the page");
+    assert_eq!(sandbox.name, "e2e-review");
+    assert!(transcript.iter().any(|l| l == &format!("destroyed {sandbox_id}")));
+
+    for shot in ["sandboxes-1280", "sandboxes-390", "review-queue-1280", "review-queue-390"] {
+        let path = Path::new(SCREENSHOTS).join(format!("{shot}.png"));
+        let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("{} was saved", path.display()));
+        assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", path.display());
+    }
+    if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
+        let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
+        std::fs::create_dir_all(docs).unwrap();
+        for shot in ["sandboxes-1280", "review-queue-390"] {
+            std::fs::copy(
+                Path::new(SCREENSHOTS).join(format!("{shot}.png")),
+                Path::new(docs).join(format!("dashboard-{shot}.png")),
+            )
+            .unwrap();
+        }
+    }
+
+    let pid = dev.child.id().unwrap().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let status =
+        tokio::time::timeout(Duration::from_secs(60), dev.child.wait()).await.unwrap().unwrap();
+    assert!(status.success(), "sandboxd dev exited with {status}");
+}
