@@ -66,8 +66,26 @@ fn preconditions() -> String {
 
 struct Dev {
     child: Child,
+    /// Kept open: sandboxd dev fails writing to a closed stdout.
+    _stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
     grpc: String,
     dashboard: String,
+}
+
+/// A failing assertion must not leave the throwaway PostgreSQL and Redis running: sandboxd dev
+/// stops them on SIGTERM (a SIGKILL from `kill_on_drop` would orphan them).
+impl Drop for Dev {
+    fn drop(&mut self) {
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
+        let Some(pid) = self.child.id() else { return };
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 /// `sandboxd dev` on free ports, with the addresses it printed.
@@ -99,7 +117,7 @@ async fn start_dev(data: &Path) -> Dev {
     })
     .await
     .expect("sandboxd dev printed its addresses within 120 s");
-    Dev { child, grpc, dashboard }
+    Dev { child, _stdout: lines, grpc, dashboard }
 }
 
 /// One HTTP/1.1 request: the status line, the lower-cased headers and the body.
@@ -183,7 +201,7 @@ async fn publish(
 async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     let chromium = preconditions();
     let data = tempfile::tempdir().unwrap();
-    let mut dev = start_dev(data.path()).await;
+    let dev = start_dev(data.path()).await;
     check_http_answers(&dev.dashboard).await;
 
     let channel = Channel::from_shared(format!("http://{}", dev.grpc)).unwrap().connect_lazy();
@@ -214,16 +232,24 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
             transcript.push(line.clone());
             let Some(id) = line.strip_prefix("sandbox-running ") else { continue };
             sandbox_id = Some(id.to_string());
-            let diff = publish(&mut artifacts, id, ArtifactType::Diff, "README wording", "text/x-diff", DIFF.as_bytes())
-                .await
-                .expect("publishing the diff artifact through the gRPC API");
+            let diff = publish(&mut artifacts, id, ArtifactType::Diff, "README wording", "text/x-diff", DIFF.as_bytes()).await;
+            if let Err(status) = &diff
+                && status.code() == tonic::Code::Unimplemented
+            {
+                // The rest of the tour still runs; the test fails below, saying why.
+                let answer = format!("skip-artifacts {}\n", status.code());
+                to_script.write_all(answer.as_bytes()).await.unwrap();
+                published = Some(Err(status.clone()));
+                continue;
+            }
+            let diff = diff.expect("publishing the diff artifact through the gRPC API");
             let image = publish(&mut artifacts, id, ArtifactType::Image, "Screenshot of the bot", "image/png", PNG)
                 .await
                 .expect("publishing the image artifact through the gRPC API");
             assert_eq!(diff.review_state, ReviewState::Pending as i32, "a new artifact awaits review");
             let answer = format!("published {} {}\n", diff.artifact_id, image.artifact_id);
             to_script.write_all(answer.as_bytes()).await.unwrap();
-            published = Some(diff);
+            published = Some(Ok(diff));
         }
         script.wait().await.unwrap()
     })
@@ -232,7 +258,22 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     assert!(run.success(), "review.mjs failed ({run}); its output:\n{}", transcript.join("\n"));
 
     let sandbox_id = sandbox_id.expect("the page created a sandbox");
-    let diff = published.expect("the test published artifacts");
+    let sandbox = control.get_sandbox(common::by_id(&sandbox_id)).await.unwrap().into_inner();
+    assert_eq!(sandbox.state, SandboxState::Destroyed as i32, "destroyed from the page");
+    assert_eq!(sandbox.name, "e2e-review");
+    assert!(transcript.iter().any(|l| l == &format!("destroyed {sandbox_id}")));
+    let diff = match published.expect("the test published artifacts") {
+        Ok(diff) => diff,
+        Err(status) => {
+            stop_dev(dev).await;
+            panic!(
+                "the artifact steps of the tour did not run: this server does not serve \
+                 ArtifactService yet ({}: {}); everything else passed",
+                status.code(),
+                status.message()
+            );
+        }
+    };
     let reviewed = artifacts
         .get_artifact(proto::GetArtifactRequest { artifact_id: diff.artifact_id.clone() })
         .await
@@ -241,10 +282,7 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     assert_eq!(reviewed.review_state, ReviewState::Approved as i32, "approved on the page");
     assert_eq!(reviewed.review_comment, "looks good (browser test)");
     assert!(!reviewed.reviewer.is_empty());
-    let sandbox = control.get_sandbox(common::by_id(&sandbox_id)).await.unwrap().into_inner();
-    assert_eq!(sandbox.state, SandboxState::Destroyed as i32, "destroyed from the page");
-    assert_eq!(sandbox.name, "e2e-review");
-    assert!(transcript.iter().any(|l| l == &format!("destroyed {sandbox_id}")));
+    stop_dev(dev).await;
 
     for shot in ["sandboxes-1280", "sandboxes-390", "review-queue-1280", "review-queue-390"] {
         let path = Path::new(SCREENSHOTS).join(format!("{shot}.png"));
@@ -262,7 +300,10 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
             .unwrap();
         }
     }
+}
 
+/// SIGTERM drains `sandboxd dev` and stops what it started; it must exit cleanly.
+async fn stop_dev(mut dev: Dev) {
     let pid = dev.child.id().unwrap().to_string();
     assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
     let status =

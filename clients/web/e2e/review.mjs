@@ -23,7 +23,8 @@ if (!existsSync(executablePath)) {
   fail(`chromium is not installed at ${executablePath} (apt-get install chromium, or set CHROMIUM)`);
 }
 mkdirSync(shots, { recursive: true });
-const stdin = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+const lines = createInterface({ input: process.stdin });
+const stdin = lines[Symbol.asyncIterator]();
 
 const browser = await chromium.launch({
   executablePath,
@@ -100,6 +101,7 @@ try {
   check(await page.evaluate(() => window.__noReload === true), "the page was never reloaded");
   console.log(`destroyed ${sandboxId}`);
 } finally {
+  lines.close();
   await browser.close();
 }
 

@@ -202,7 +202,7 @@ export function artifactsPage(root: HTMLElement): () => void {
     );
   }
 
-  const stop = keepWatching((resumeToken, signal) => artifacts.watchArtifacts({ resumeToken }, { signal }), {
+  const stop = keepWatching((resumeToken, options) => artifacts.watchArtifacts({ resumeToken }, options), {
     onReset: () => void reload(),
     onStatus: (isLive, error) => {
       live.dataset.live = String(isLive);

@@ -40,7 +40,7 @@ function showKeyPrompt(): void {
   const error = el("div");
   const form = el(
     "form",
-    { class: "key-form", "aria-label": "API key" },
+    { class: "key-form", "aria-label": "Sign in" },
     el("h2", {}, "Sign in with an API key"),
     el("p", {}, "The key is kept in this tab's session storage only, and sent as an authorization header to this server."),
     field("API key", input),

@@ -181,7 +181,7 @@ export function sandboxesPage(root: HTMLElement): () => void {
 
   function row(sandbox: Sandbox): HTMLTableRowElement {
     const name = sandbox.name || sandbox.sandboxId;
-    const actions = el("td", { class: "actions" });
+    const actions = el("div", { class: "actions" });
     const gone = sandbox.state === SandboxState.DESTROYED || sandbox.state === SandboxState.DESTROYING;
     const showActions = (): void =>
       replace(
@@ -206,11 +206,11 @@ export function sandboxesPage(root: HTMLElement): () => void {
       "tr",
       { "data-sandbox-id": sandbox.sandboxId, "data-name": sandbox.name, "data-state": state },
       el("th", { scope: "row" }, el("a", { href: `#/sandboxes/${sandbox.sandboxId}` }, name)),
-      el("td", {}, sandbox.template),
-      el("td", {}, el("span", { class: `state state-${state}` }, state)),
-      el("td", {}, time(sandbox.expireTime)),
-      el("td", {}, labelText(sandbox.labels)),
-      actions,
+      el("td", { "data-label": "Template" }, sandbox.template),
+      el("td", { "data-label": "State" }, el("span", { class: `state state-${state}` }, state)),
+      el("td", { "data-label": "Expires" }, time(sandbox.expireTime)),
+      el("td", { "data-label": "Labels" }, labelText(sandbox.labels)),
+      el("td", {}, actions),
     );
   }
 
@@ -254,7 +254,7 @@ export function sandboxesPage(root: HTMLElement): () => void {
   }
 
   void loadTemplates();
-  return keepWatching((resumeToken, signal) => sandboxes.watchSandboxes({ resumeToken }, { signal }), {
+  return keepWatching((resumeToken, options) => sandboxes.watchSandboxes({ resumeToken }, options), {
     onReset: () => void reload(),
     onStatus: (isLive, error) => {
       live.dataset.live = String(isLive);

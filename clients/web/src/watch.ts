@@ -1,13 +1,15 @@
 // Keeps a server stream open: every message's resume token is remembered, and after an error
 // or the end of the stream the call is made again with the last token, so no event is missed.
 // When the server no longer has the events after that token (OUT_OF_RANGE) or refuses it, the
-// watch starts afresh and `onReset` re-reads the current state.
+// watch starts afresh and `onReset` re-reads the current state. The stream counts as live once
+// its response headers arrived (the server subscribed), and a fresh start re-reads the state
+// only then, so no change falls between the read and the subscription.
 import { Code } from "@connectrpc/connect";
 import { hasCode } from "./errors";
 
 export interface WatchHandlers<T> {
   onMessage(message: T): void;
-  /** Called before the first call and whenever the watch restarts without a token. */
+  /** Called once the first stream is open, and whenever the watch restarts without a token. */
   onReset(): void;
   /** `error` is set while reconnecting after a failure. */
   onStatus(live: boolean, error?: unknown): void;
@@ -18,7 +20,7 @@ const MAX_RETRY_MS = 15_000;
 
 /** Starts watching; the returned function stops it. */
 export function keepWatching<T extends { resumeToken: string }>(
-  open: (resumeToken: string, signal: AbortSignal) => AsyncIterable<T>,
+  open: (resumeToken: string, options: StreamOptions) => AsyncIterable<T>,
   handlers: WatchHandlers<T>,
 ): () => void {
   const abort = new AbortController();
@@ -26,8 +28,14 @@ export function keepWatching<T extends { resumeToken: string }>(
   return () => abort.abort();
 }
 
+/** Call options of one stream: cancellation, and the response headers' arrival. */
+export interface StreamOptions {
+  signal: AbortSignal;
+  onHeader: () => void;
+}
+
 async function run<T extends { resumeToken: string }>(
-  open: (resumeToken: string, signal: AbortSignal) => AsyncIterable<T>,
+  open: (resumeToken: string, options: StreamOptions) => AsyncIterable<T>,
   handlers: WatchHandlers<T>,
   signal: AbortSignal,
 ): Promise<void> {
@@ -36,10 +44,12 @@ async function run<T extends { resumeToken: string }>(
   let fresh = true;
   while (!signal.aborted) {
     try {
-      const stream = open(token, signal);
-      if (fresh) handlers.onReset();
-      fresh = false;
-      handlers.onStatus(true);
+      const onHeader = (): void => {
+        if (fresh) handlers.onReset();
+        fresh = false;
+        handlers.onStatus(true);
+      };
+      const stream = open(token, { signal, onHeader });
       for await (const message of stream) {
         token = message.resumeToken;
         retry = FIRST_RETRY_MS;
