@@ -9,6 +9,7 @@ use tokio_util::{sync::CancellationToken, task::TaskTracker};
 use tonic::Request;
 
 use crate::{
+    artifacts::ArtifactService,
     auth::{Authenticator, Principal},
     config::Config,
     error::{Error, Result},
@@ -45,6 +46,8 @@ pub struct App {
     /// Prometheus metrics (`crate::metrics`), recorded at the wire edge and read at scrape.
     pub metrics: Arc<crate::metrics::Metrics>,
     pub sandboxes: SandboxManager,
+    /// Artifacts and their review (`ArtifactService`).
+    pub artifacts: ArtifactService,
     pub routing: RoutingService,
     pub templates: Arc<TemplateCatalog>,
     pub events: EventHub,
@@ -105,6 +108,8 @@ impl App {
                 config.redis.url.expose(),
             )),
         };
+        let artifacts =
+            ArtifactService::new(sandboxes.clone(), config.artifacts.clone(), metrics.clone());
         let routing = RoutingService::new(
             store.clone(),
             routes,
@@ -123,6 +128,7 @@ impl App {
             rate_limits,
             metrics: metrics.clone(),
             sandboxes,
+            artifacts,
             routing,
             templates,
             events,

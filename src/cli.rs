@@ -1,4 +1,4 @@
-//! The `sandboxd` command line: serve, migrate, dev, route-events, keys.
+//! The `sandboxd` command line: serve, migrate, dev, route-events, keys, tenants.
 
 use std::{net::SocketAddr, path::PathBuf, process::ExitCode};
 
@@ -70,6 +70,18 @@ enum Command {
         #[command(subcommand)]
         command: KeysCommand,
     },
+    /// Tenant data.
+    Tenants {
+        #[command(subcommand)]
+        command: TenantsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum TenantsCommand {
+    /// Delete a tenant's artifacts with their objects (refused while the tenant has sandboxes
+    /// that are not DESTROYED). Sandbox records, the audit log and API keys are kept.
+    Purge { tenant: String },
 }
 
 /// Flags of `route-events`; the API key comes only from the config or `SANDBOXD_ROUTER__API_KEY`
@@ -209,7 +221,27 @@ async fn run_command(mut config: Config, command: Command) -> anyhow::Result<()>
             router.wait().await
         }
         Command::Keys { command } => keys(config, command).await,
+        Command::Tenants { command: TenantsCommand::Purge { tenant } } => {
+            purge_tenant(config, &tenant).await
+        }
     }
+}
+
+async fn purge_tenant(config: Config, tenant: &str) -> anyhow::Result<()> {
+    config.validate()?;
+    let store = Store::connect_lazy(&config.database)?;
+    store.migrate().await.context("the database is not reachable or not migrated")?;
+    let objects = if config.s3.enabled {
+        let client = crate::objectstore::client(&config.s3).await;
+        Some(crate::artifacts::ArtifactObjects::new(client, &config.s3.bucket))
+    } else {
+        None
+    };
+    let removed = crate::artifacts::removal::purge_tenant(&store, objects.as_ref(), tenant).await;
+    store.close().await;
+    let removed = removed?;
+    println!("tenant {tenant:?}: {removed} artifacts removed with their objects");
+    Ok(())
 }
 
 async fn keys(config: Config, command: KeysCommand) -> anyhow::Result<()> {

@@ -38,6 +38,41 @@ pub struct Config {
     /// `sandboxd route-events` only.
     pub router: crate::router::config::RouterConfig,
     pub rate_limit: crate::rate_limit::RateLimitConfig,
+    pub artifacts: ArtifactsConfig,
+}
+
+/// Artifacts (`ArtifactService`): size limit, review rules and retention.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ArtifactsConfig {
+    /// Largest artifact content, in bytes; a bigger one is refused (`ARTIFACT_TOO_LARGE`).
+    pub max_bytes: usize,
+    /// Whether a tenant requires four eyes: the publisher of an artifact may not review it.
+    pub four_eyes: bool,
+    /// Per-tenant exceptions to `four_eyes` (tenant → required).
+    pub four_eyes_tenants: std::collections::BTreeMap<String, bool>,
+    /// How long artifacts outlive their sandbox, counted from its destroy time; then the
+    /// reconciler removes them with their bytes.
+    #[serde(with = "humantime_serde")]
+    pub retention: Duration,
+}
+
+impl Default for ArtifactsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 16 * 1024 * 1024,
+            four_eyes: false,
+            four_eyes_tenants: std::collections::BTreeMap::new(),
+            retention: Duration::from_secs(30 * 24 * 3600),
+        }
+    }
+}
+
+impl ArtifactsConfig {
+    /// Whether `tenant` requires four eyes (its override first).
+    pub fn four_eyes_for(&self, tenant: &str) -> bool {
+        self.four_eyes_tenants.get(tenant).copied().unwrap_or(self.four_eyes)
+    }
 }
 
 /// The Prometheus listener (`crate::metrics`).
@@ -490,6 +525,7 @@ impl Config {
             ("reconcile.concurrency", self.reconcile.concurrency),
             ("runtime.max_output_bytes", self.runtime.max_output_bytes),
             ("runtime.uid_count", self.runtime.uid_count as usize),
+            ("artifacts.max_bytes", self.artifacts.max_bytes),
         ];
         for (name, value) in positive {
             if value == 0 {
@@ -515,6 +551,7 @@ impl Config {
             ("runtime.default_exec_timeout", self.runtime.default_exec_timeout),
             ("runtime.max_exec_timeout", self.runtime.max_exec_timeout),
             ("runtime.hook_timeout", self.runtime.hook_timeout),
+            ("artifacts.retention", self.artifacts.retention),
         ];
         for (name, value) in timeouts {
             if value.is_zero() {

@@ -34,7 +34,8 @@ impl Error {
             Error::TooLarge { .. } => "too_large",
             Error::OutOfRange { .. } => "out_of_range",
             Error::Unauthenticated(_) => "unauthenticated",
-            Error::PermissionDenied(_) => "permission_denied",
+            Error::PermissionDenied(_) | Error::Forbidden { .. } => "permission_denied",
+            Error::DataLoss { .. } => "data_loss",
             Error::Unavailable { .. } | Error::NotReady(_) => "unavailable",
             Error::DeadlineExceeded { .. } => "deadline_exceeded",
             Error::Unimplemented(_) => "unimplemented",
@@ -152,6 +153,12 @@ pub enum Error {
     /// The caller is authenticated but its role may not do this.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller may not do this for a reason of its own (e.g. `FOUR_EYES_REQUIRED`).
+    #[error("{message}")]
+    Forbidden { reason: &'static str, message: String },
+    /// Stored data no longer matches what was recorded (e.g. an artifact's SHA-256).
+    #[error("{message}")]
+    DataLoss { reason: &'static str, message: String },
     /// A dependency (PostgreSQL, Redis, object store) is not answering; retryable.
     #[error("{dependency} unavailable")]
     Unavailable {
@@ -262,6 +269,11 @@ impl Error {
             }
             Error::PermissionDenied(_) => {
                 with_info(Code::PermissionDenied, message, "PERMISSION_DENIED")
+            }
+            Error::Forbidden { reason, .. } => with_info(Code::PermissionDenied, message, reason),
+            Error::DataLoss { reason, .. } => {
+                tracing::error!(reason, %message, "stored data does not match its record");
+                with_info(Code::DataLoss, message, reason)
             }
             Error::Unavailable { dependency, source } => {
                 tracing::warn!(dependency, error = format!("{source:#}"), "dependency unavailable");

@@ -8,6 +8,7 @@
 
 pub mod api;
 pub mod app;
+pub mod artifacts;
 pub mod auth;
 pub mod bearer;
 pub mod cli;

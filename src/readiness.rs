@@ -1,5 +1,5 @@
-//! Flips health from real dependency probes, per service by what it needs: SandboxControl and
-//! SyncService (and the overall status) are SERVING only while PostgreSQL and Redis answer;
+//! Flips health from real dependency probes, per service by what it needs: SandboxControl,
+//! SyncService and ArtifactService (and the overall status) are SERVING only while PostgreSQL and Redis answer;
 //! GuildRouting, whose resolves are served from memory, while its routing table is loaded and
 //! caught up within `routing.max_staleness` (so a Redis outage does not take routing down, and a
 //! PostgreSQL outage only after that bound). The first time PostgreSQL answers, migrations run
@@ -14,8 +14,12 @@ use tonic_health::{ServingStatus, server::HealthReporter};
 use crate::app::App;
 
 /// Services reported by `grpc.health.v1.Health`, besides the overall status `""`.
-pub const SERVICE_NAMES: [&str; 3] =
-    ["sandboxd.v1.SandboxControl", GUILD_ROUTING, "sandboxd.v1.SyncService"];
+pub const SERVICE_NAMES: [&str; 4] = [
+    "sandboxd.v1.SandboxControl",
+    GUILD_ROUTING,
+    "sandboxd.v1.SyncService",
+    "sandboxd.v1.ArtifactService",
+];
 /// The service whose health follows the routing table rather than every dependency.
 pub const GUILD_ROUTING: &str = "sandboxd.v1.GuildRouting";
 

@@ -1,4 +1,4 @@
-//! Builds and runs the tonic server: our three services, health, reflection (v1 and v1alpha),
+//! Builds and runs the tonic server: our four services, health, reflection (v1 and v1alpha),
 //! readiness probing, message-size limits, deadlines, one span per RPC and graceful shutdown.
 
 use std::{net::SocketAddr, sync::Arc, time::Duration};
@@ -14,12 +14,13 @@ use tonic_web::GrpcWebLayer;
 use tonic_health::ServingStatus;
 
 use crate::{
-    api::{GuildRoutingApi, SandboxControlApi, SyncServiceApi},
+    api::{ArtifactServiceApi, GuildRoutingApi, SandboxControlApi, SyncServiceApi},
     app::App,
     config::Config,
     proto::{
-        self, guild_routing_server::GuildRoutingServer,
-        sandbox_control_server::SandboxControlServer, sync_service_server::SyncServiceServer,
+        self, artifact_service_server::ArtifactServiceServer,
+        guild_routing_server::GuildRoutingServer, sandbox_control_server::SandboxControlServer,
+        sync_service_server::SyncServiceServer,
     },
     readiness::set_all,
     reconcile::Reconciler,
@@ -184,6 +185,7 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
     if app.config.reconcile.enabled {
         let reconciler = Arc::new(Reconciler::new(
             app.sandboxes.clone(),
+            app.config.artifacts.retention,
             app.config.reconcile.clone(),
             app.config.sandbox.activity_flush_interval,
         ));
@@ -326,6 +328,9 @@ where
     let sync_service = SyncServiceServer::new(SyncServiceApi::new(app.clone()))
         .max_decoding_message_size(limit)
         .max_encoding_message_size(limit);
+    let artifact_service = ArtifactServiceServer::new(ArtifactServiceApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
 
     let mut routes = Routes::builder();
     routes
@@ -334,7 +339,8 @@ where
         .add_service(reflection_v1alpha)
         .add_service(sandbox_control)
         .add_service(guild_routing)
-        .add_service(sync_service);
+        .add_service(sync_service)
+        .add_service(artifact_service);
     Ok(routes.routes())
 }
 

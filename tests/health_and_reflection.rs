@@ -113,6 +113,7 @@ fn assert_all_services_listed(names: &[String]) {
         "sandboxd.v1.SandboxControl",
         "sandboxd.v1.GuildRouting",
         "sandboxd.v1.SyncService",
+        "sandboxd.v1.ArtifactService",
         "grpc.health.v1.Health",
     ] {
         assert!(names.iter().any(|name| name == expected), "{expected} missing from {names:?}");

@@ -1,6 +1,9 @@
 //! gRPC adapters, one file per service: authenticate, decode the request into domain types,
 //! call the domain, encode the answer. No SQL and no business rules live here.
 
+mod artifact_convert;
+mod artifact_requests;
+mod artifacts;
 mod convert;
 mod files;
 mod git;
@@ -19,6 +22,7 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::Status;
 
+pub use artifacts::ArtifactServiceApi;
 pub use guild_routing::GuildRoutingApi;
 pub use sandbox_control::SandboxControlApi;
 pub use sync_service::SyncServiceApi;

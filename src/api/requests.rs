@@ -248,7 +248,7 @@ pub fn list(request: proto::ListSandboxesRequest) -> Result<ListRequest> {
 
 /// The value of a field parser, or `None` with its violations added to `violations`, so one
 /// response names every bad field.
-fn collect<T>(parsed: Result<T>, violations: &mut Vec<FieldViolation>) -> Option<T> {
+pub(super) fn collect<T>(parsed: Result<T>, violations: &mut Vec<FieldViolation>) -> Option<T> {
     match parsed {
         Ok(value) => Some(value),
         Err(Error::InvalidArgument(found)) => {

@@ -1,6 +1,7 @@
 //! The `sandboxctl` client CLI. It speaks only the public gRPC API (the generated clients), so
 //! it is also a worked example of calling sandboxd from Rust.
 
+mod artifacts;
 mod bench;
 mod bench_bare;
 mod bench_exec;
@@ -67,6 +68,11 @@ struct Cli {
 enum Command {
     #[command(flatten)]
     Sandbox(sandboxes::SandboxCommand),
+    /// Artifacts and their review: publish, ls, get, cat, approve, reject.
+    Artifact {
+        #[command(subcommand)]
+        command: artifacts::ArtifactCommand,
+    },
     /// Guild routes: add, rm, resolve, list, watch.
     Route {
         #[command(subcommand)]
@@ -136,6 +142,10 @@ pub(crate) struct Connection {
 impl Connection {
     pub(crate) fn control(&self) -> Client {
         SandboxControlClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn channel(&self) -> Channel {
+        self.channel.clone()
     }
 
     pub(crate) fn addr(&self) -> &str {
@@ -242,6 +252,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Hook(args) => return exec::hook(&connection, args).await,
         Command::Sandbox(command) => sandboxes::run(&connection, command, json).await,
         Command::Route { command } => routes::run(&connection, command, json).await,
+        Command::Artifact { command } => artifacts::run(&connection, command, json).await,
         Command::Pool { command } => pool::run(&connection, command, json).await,
         Command::Sync { command } => workspace::sync(&connection, command, json).await,
         Command::Lock { command } => lock::run(&connection, command, json).await,

@@ -9,7 +9,7 @@ use crate::proto::{
     SchemaStats, Template, WatchSandboxesResponse,
 };
 
-fn time(timestamp: &Option<prost_types::Timestamp>) -> String {
+pub(super) fn time(timestamp: &Option<prost_types::Timestamp>) -> String {
     timestamp
         .as_ref()
         .and_then(|t| chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32))

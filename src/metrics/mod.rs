@@ -67,6 +67,16 @@ struct OutcomeLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TypeLabels {
+    r#type: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct DecisionLabels {
+    decision: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: String,
 }
@@ -98,6 +108,8 @@ pub struct Metrics {
     creates: Family<CreateLabels, Counter>,
     destroys: Family<OutcomeLabels, Counter>,
     reconcile_actions: Family<ReasonLabels, Counter>,
+    artifacts_published: Family<TypeLabels, Counter>,
+    artifact_reviews: Family<DecisionLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -169,8 +181,22 @@ impl Metrics {
             "Sandboxes the reconciler moved on, by reason",
             reconcile_actions.clone(),
         );
+        let artifacts_published = Family::<TypeLabels, Counter>::default();
+        registry.register(
+            "sandboxd_artifacts_published",
+            "Artifacts published, by type",
+            artifacts_published.clone(),
+        );
+        let artifact_reviews = Family::<DecisionLabels, Counter>::default();
+        registry.register(
+            "sandboxd_artifact_reviews",
+            "Artifact reviews recorded, by decision",
+            artifact_reviews.clone(),
+        );
         Self {
             registry,
+            artifacts_published,
+            artifact_reviews,
             creates,
             destroys,
             reconcile_actions,
@@ -224,6 +250,18 @@ impl Metrics {
     /// Records one reconciler action (`reason` is one of the reconciler's fixed reasons).
     pub fn record_reconcile(&self, reason: &'static str) {
         self.reconcile_actions.get_or_create(&ReasonLabels { reason: reason.to_string() }).inc();
+    }
+
+    /// Counts a published artifact (`artifact_type` is one of the fixed artifact types).
+    pub fn record_artifact_published(&self, artifact_type: &'static str) {
+        let labels = TypeLabels { r#type: artifact_type.to_string() };
+        self.artifacts_published.get_or_create(&labels).inc();
+    }
+
+    /// Counts a recorded review (`decision`: `approve` or `reject`).
+    pub fn record_artifact_review(&self, decision: &'static str) {
+        let labels = DecisionLabels { decision: decision.to_string() };
+        self.artifact_reviews.get_or_create(&labels).inc();
     }
 
     /// The exposition: refreshes the figures read from PostgreSQL, then encodes everything.

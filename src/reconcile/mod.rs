@@ -11,6 +11,9 @@
 //! - finishes unattended work: EXPIRED, DESTROYING and FAILED sandboxes (and READY members whose
 //!   release did not finish) whose worker is gone or gave up.
 //!
+//! Every pass also removes artifacts whose sandbox was destroyed longer than the artifact
+//! retention ago, with their objects (`artifacts`).
+//!
 //! Less often it removes orphaned schemas (`orphans`) and prunes the logs behind resume tokens
 //! (`retention`). A separate loop keeps warm pools at `min_ready` (woken early by claims), and
 //! another runs the Redis keyspace pass (`keyspace`: keys of destroyed sandboxes on a single
@@ -21,6 +24,7 @@
 //! compare-and-set on its worker, and a worker's liveness is its advisory lock. Every action is
 //! audited with actor `system`.
 
+mod artifacts;
 mod keyspace;
 mod orphans;
 mod passes;
@@ -39,15 +43,22 @@ use crate::{config::ReconcileConfig, sandbox::SandboxManager};
 pub struct Reconciler {
     manager: SandboxManager,
     config: ReconcileConfig,
+    /// How long artifacts outlive their sandbox (`artifacts.retention`).
+    artifact_retention: Duration,
     /// How long an idle sandbox must stay idle after it was first noticed: long enough for
     /// every replica to have flushed the touches it buffers.
     idle_confirmation: Duration,
 }
 
 impl Reconciler {
-    pub fn new(manager: SandboxManager, config: ReconcileConfig, flush_interval: Duration) -> Self {
+    pub fn new(
+        manager: SandboxManager,
+        artifact_retention: Duration,
+        config: ReconcileConfig,
+        flush_interval: Duration,
+    ) -> Self {
         let idle_confirmation = flush_interval * 2 + config.interval;
-        Self { manager, config, idle_confirmation }
+        Self { manager, config, artifact_retention, idle_confirmation }
     }
 
     /// Runs passes every `interval` until `shutdown`, the first as soon as this replica is

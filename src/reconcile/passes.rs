@@ -36,6 +36,7 @@ impl Reconciler {
             ("idle timeout", self.expire_idle().await),
             ("boot timeout", self.fail_overdue(me).await),
             ("unattended work", self.finish_unattended(me).await),
+            ("artifact retention", self.remove_expired_artifacts().await),
         ];
         for (step, outcome) in steps {
             if let Err(error) = outcome {

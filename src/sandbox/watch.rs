@@ -87,7 +87,8 @@ impl SandboxManager {
     }
 }
 
-async fn wait_for_tenant(
+/// Returns at the next NOTIFY of `tenant`'s events (or when notifications may have been lost).
+pub(crate) async fn wait_for_tenant(
     notifications: &mut tokio::sync::broadcast::Receiver<Notification>,
     tenant: &str,
 ) {

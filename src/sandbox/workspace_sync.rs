@@ -177,7 +177,9 @@ impl SandboxManager {
             return Ok(());
         }
         let target = self.syncs.target(id.as_uuid()).await?;
-        let removed = sync::delete_prefix(&target).await?;
+        // Artifacts outlive the sandbox; the artifact retention removes them.
+        let removed =
+            sync::delete_prefix_keeping(&target, Some(crate::artifacts::ARTIFACTS_DIR)).await?;
         tracing::debug!(sandbox_id = %id, removed, "object prefix removed");
         Ok(())
     }

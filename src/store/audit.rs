@@ -37,6 +37,15 @@ pub mod event {
     pub const LOCK_ACQUIRED: &str = "lock_acquired";
     pub const LOCK_RELEASED: &str = "lock_released";
 
+    /// An artifact was published, reviewed (details: decision, reviewer, comment) or removed
+    /// (retention or tenant purge); details hold the artifact right after the event.
+    pub const ARTIFACT_PUBLISHED: &str = "artifact_published";
+    pub const ARTIFACT_REVIEWED: &str = "artifact_reviewed";
+    pub const ARTIFACT_REMOVED: &str = "artifact_removed";
+
+    /// Event types streamed by `WatchArtifacts`.
+    pub const ARTIFACT: [&str; 3] = [ARTIFACT_PUBLISHED, ARTIFACT_REVIEWED, ARTIFACT_REMOVED];
+
     /// Event types streamed by `WatchSandboxes`.
     pub const LIFECYCLE: [&str; 5] =
         [SANDBOX_CREATED, STATUS_CHANGED, TTL_EXTENDED, SANDBOX_DESTROYING, SANDBOX_DESTROYED];

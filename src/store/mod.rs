@@ -1,6 +1,9 @@
 //! PostgreSQL access. All SQL of the service lives in this module, one file per table family.
 
 pub mod api_keys;
+pub mod artifact_events;
+pub mod artifact_removal;
+pub mod artifacts;
 pub mod audit;
 pub mod connect;
 pub mod keyspace;

@@ -51,8 +51,17 @@ impl WorkspaceSyncs {
                 message: "this server has no object store configured (s3.enabled = false)".into(),
             });
         }
-        let client = self.client.get_or_init(|| crate::objectstore::client(&self.s3)).await;
-        Ok(SyncTarget::for_sandbox(client.clone(), &self.s3.bucket, id))
+        Ok(SyncTarget::for_sandbox(self.client().await, &self.s3.bucket, id))
+    }
+
+    /// The object store client (built on first use) and the configured bucket, for whoever
+    /// stores objects beside the workspaces (artifacts).
+    pub(crate) async fn client(&self) -> aws_sdk_s3::Client {
+        self.client.get_or_init(|| crate::objectstore::client(&self.s3)).await.clone()
+    }
+
+    pub(crate) fn bucket(&self) -> &str {
+        &self.s3.bucket
     }
 
     pub(crate) fn state(&self, id: Uuid) -> Arc<SandboxSync> {

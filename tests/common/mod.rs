@@ -572,6 +572,15 @@ pub struct WithS3 {
 }
 
 pub async fn spawn_with_s3(file_name: &str, text: &str) -> WithS3 {
+    spawn_with_s3_and(file_name, text, |_| {}).await
+}
+
+/// As [`spawn_with_s3`], with `customize` applied to the config last.
+pub async fn spawn_with_s3_and(
+    file_name: &str,
+    text: &str,
+    customize: impl FnOnce(&mut Config),
+) -> WithS3 {
     let templates = templates_with(|_, text| text);
     std::fs::write(templates.path().join(file_name), text).unwrap();
     let data = tempfile::tempdir().unwrap();
@@ -585,6 +594,7 @@ pub async fn spawn_with_s3(file_name: &str, text: &str) -> WithS3 {
     let app = TestApp::spawn_with(move |config| {
         config.s3 = s3_config;
         config.templates.dir = dir;
+        customize(config);
     })
     .await;
     WithS3 { app, s3, _dirs: (templates, data) }

@@ -13,6 +13,14 @@ const BATCH: usize = 1000;
 /// objects).
 #[tracing::instrument(name = "s3.delete_prefix", skip_all)]
 pub async fn delete_prefix(target: &SyncTarget) -> Result<u64> {
+    delete_prefix_keeping(target, None).await
+}
+
+/// As [`delete_prefix`], but objects under `target.prefix` + `keep` (e.g. `artifacts/`, which
+/// outlive the sandbox for their own retention) stay.
+#[tracing::instrument(name = "s3.delete_prefix", skip_all)]
+pub async fn delete_prefix_keeping(target: &SyncTarget, keep: Option<&str>) -> Result<u64> {
+    let kept = keep.map(|keep| format!("{}{keep}", target.prefix));
     if target.prefix.is_empty() || !target.prefix.ends_with('/') {
         return Err(Error::invalid("prefix", "must be non-empty and end with '/'"));
     }
@@ -29,8 +37,12 @@ pub async fn delete_prefix(target: &SyncTarget) -> Result<u64> {
             .send()
             .await
             .map_err(|error| s3_failure(format!("ListObjectsV2 {}", target.prefix), error))?;
-        let keys: Vec<String> =
-            page.contents().iter().filter_map(|object| object.key().map(str::to_string)).collect();
+        let keys: Vec<String> = page
+            .contents()
+            .iter()
+            .filter_map(|object| object.key().map(str::to_string))
+            .filter(|key| kept.as_deref().is_none_or(|kept| !key.starts_with(kept)))
+            .collect();
         deleted += delete_keys(target, keys).await?;
         match page.next_continuation_token() {
             Some(token) if page.is_truncated() == Some(true) => continuation = Some(token.into()),

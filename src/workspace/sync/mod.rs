@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
 
-pub use delete::delete_prefix;
+pub use delete::{delete_prefix, delete_prefix_keeping};
 pub use hash_cache::HashCache;
 pub use manifest::{FileEntry, MANIFEST_VERSION, Manifest, load_manifest};
 pub use pull::pull;
