@@ -10,8 +10,8 @@ use tonic::{
     service::Routes,
     transport::{Server, server::TcpIncoming},
 };
-use tonic_web::GrpcWebLayer;
 use tonic_health::ServingStatus;
+use tonic_web::GrpcWebLayer;
 
 use crate::{
     api::{ArtifactServiceApi, GuildRoutingApi, SandboxControlApi, SyncServiceApi},
@@ -393,7 +393,8 @@ impl DashboardServing<'_> {
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained))
             }
             Some(tls) => {
-                let (incoming, accept) = TlsIncoming::start(listener, tls.clone(), shutdown.clone());
+                let (incoming, accept) =
+                    TlsIncoming::start(listener, tls.clone(), shutdown.clone());
                 tasks.push(accept);
                 tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained))
             }

@@ -17,9 +17,8 @@ use std::{path::Path, process::Stdio, time::Duration};
 
 use common::Bearer;
 use sandboxd::proto::{
-    self, ArtifactType, ReviewState, SandboxState,
-    artifact_service_client::ArtifactServiceClient, publish_artifact_request::Content,
-    sandbox_control_client::SandboxControlClient,
+    self, ArtifactType, ReviewState, SandboxState, artifact_service_client::ArtifactServiceClient,
+    publish_artifact_request::Content, sandbox_control_client::SandboxControlClient,
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
@@ -47,7 +46,7 @@ const PNG: &[u8] = &[
 /// The tools the browser test needs, or a message saying what to install.
 fn preconditions() -> String {
     assert!(
-        sandboxd::web::WEB_APP_BUILT,
+        sandboxd::web::web_app_built(),
         "the web app is not embedded (only the placeholder page): run `npm --prefix clients/web ci \
          && npm --prefix clients/web run build`, then the tests again (scripts/test does both)"
     );
@@ -232,7 +231,15 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
             transcript.push(line.clone());
             let Some(id) = line.strip_prefix("sandbox-running ") else { continue };
             sandbox_id = Some(id.to_string());
-            let diff = publish(&mut artifacts, id, ArtifactType::Diff, "README wording", "text/x-diff", DIFF.as_bytes()).await;
+            let diff = publish(
+                &mut artifacts,
+                id,
+                ArtifactType::Diff,
+                "README wording",
+                "text/x-diff",
+                DIFF.as_bytes(),
+            )
+            .await;
             if let Err(status) = &diff
                 && status.code() == tonic::Code::Unimplemented
             {
@@ -243,10 +250,21 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
                 continue;
             }
             let diff = diff.expect("publishing the diff artifact through the gRPC API");
-            let image = publish(&mut artifacts, id, ArtifactType::Image, "Screenshot of the bot", "image/png", PNG)
-                .await
-                .expect("publishing the image artifact through the gRPC API");
-            assert_eq!(diff.review_state, ReviewState::Pending as i32, "a new artifact awaits review");
+            let image = publish(
+                &mut artifacts,
+                id,
+                ArtifactType::Image,
+                "Screenshot of the bot",
+                "image/png",
+                PNG,
+            )
+            .await
+            .expect("publishing the image artifact through the gRPC API");
+            assert_eq!(
+                diff.review_state,
+                ReviewState::Pending as i32,
+                "a new artifact awaits review"
+            );
             let answer = format!("published {} {}\n", diff.artifact_id, image.artifact_id);
             to_script.write_all(answer.as_bytes()).await.unwrap();
             published = Some(Ok(diff));

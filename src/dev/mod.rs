@@ -210,7 +210,7 @@ fn print_banner(
     let s3 = deps.s3.as_ref().map(|s3| s3.endpoint()).unwrap_or_else(|| "as configured".into());
     let scheme = if tls { "https" } else { "http" };
     let dashboard = match dashboard {
-        Some(dashboard) if crate::web::WEB_APP_BUILT => format!("{scheme}://{dashboard}/ui/"),
+        Some(dashboard) if crate::web::web_app_built() => format!("{scheme}://{dashboard}/ui/"),
         Some(dashboard) => format!(
             "{scheme}://{dashboard}/ui/ (a placeholder: build the web app with `npm --prefix clients/web ci && npm --prefix clients/web run build`, then cargo build)"
         ),

@@ -6,7 +6,9 @@
 include!(concat!(env!("OUT_DIR"), "/dashboard_assets.rs"));
 
 /// Whether the real web app is embedded (false: only the placeholder page).
-pub const WEB_APP_BUILT: bool = BUILT;
+pub fn web_app_built() -> bool {
+    BUILT
+}
 
 /// Where the web app lives; every other path is left to the gRPC-Web services.
 pub const MOUNT: &str = "/ui";

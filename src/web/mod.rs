@@ -14,7 +14,7 @@ use hyper::body::Bytes;
 use tonic::body::Body;
 use tower::{Layer, Service};
 
-pub use assets::{MOUNT, WEB_APP_BUILT};
+pub use assets::{MOUNT, web_app_built};
 
 /// The page may load only its own scripts, styles and images (and images it made from artifact
 /// bytes, as `blob:` URLs), talk only to its own origin, and never be framed.
@@ -65,12 +65,14 @@ fn answer_page(method: &Method, path: &str) -> Option<Response<Body>> {
     if path == "/" {
         return Some(redirect_to_app());
     }
-    let is_app_path = path == MOUNT || path.strip_prefix(MOUNT).is_some_and(|rest| rest.starts_with('/'));
+    let is_app_path =
+        path == MOUNT || path.strip_prefix(MOUNT).is_some_and(|rest| rest.starts_with('/'));
     if !is_app_path {
         return None;
     }
     if method != Method::GET && method != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "the dashboard answers GET and HEAD only\n");
+        let mut response =
+            text(StatusCode::METHOD_NOT_ALLOWED, "the dashboard answers GET and HEAD only\n");
         response.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
         return Some(response);
     }
@@ -108,10 +110,8 @@ fn text(status: StatusCode, message: &'static str) -> Response<Body> {
 }
 
 fn secure(headers: &mut http::HeaderMap) {
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-    );
+    headers
+        .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CONTENT_SECURITY_POLICY));
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
