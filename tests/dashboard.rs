@@ -15,13 +15,16 @@ mod common;
 
 use std::{path::Path, process::Stdio, time::Duration};
 
-use common::Bearer;
+use common::{
+    Bearer,
+    http1::{self, Answer},
+};
 use sandboxd::proto::{
     self, ArtifactType, ReviewState, SandboxState, artifact_service_client::ArtifactServiceClient,
     publish_artifact_request::Content, sandbox_control_client::SandboxControlClient,
 };
 use tokio::{
-    io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader},
+    io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
     process::{Child, Command},
 };
@@ -119,57 +122,41 @@ async fn start_dev(data: &Path) -> Dev {
     Dev { child, _stdout: lines, grpc, dashboard }
 }
 
-/// One HTTP/1.1 request: the status line, the lower-cased headers and the body.
-async fn http_get(url: &str, path: &str) -> (String, Vec<(String, String)>, Vec<u8>) {
+/// `GET path` on the dashboard at `url` (`http://host:port/ui/`).
+async fn http_get(url: &str, path: &str) -> Answer {
     let authority = url.trim_start_matches("http://").split('/').next().unwrap();
-    let mut stream = TcpStream::connect(authority).await.expect("the dashboard listener accepts");
-    let request = format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).await.unwrap();
-    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a complete response");
-    let head = String::from_utf8_lossy(&raw[..split]).to_string();
-    let mut head_lines = head.lines();
-    let status = head_lines.next().unwrap_or_default().to_string();
-    let headers = head_lines
-        .filter_map(|line| line.split_once(':'))
-        .map(|(name, value)| (name.trim().to_ascii_lowercase(), value.trim().to_string()))
-        .collect();
-    (status, headers, raw[split + 4..].to_vec())
-}
-
-fn header<'a>(headers: &'a [(String, String)], name: &str) -> &'a str {
-    headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str()).unwrap_or_default()
+    let stream = TcpStream::connect(authority).await.expect("the dashboard listener accepts");
+    http1::exchange(stream, authority, "GET", path, &[], b"").await
 }
 
 async fn check_http_answers(dashboard: &str) {
-    let (status, headers, body) = http_get(dashboard, "/ui").await;
-    assert!(status.contains("200"), "/ui: {status}");
-    assert_eq!(header(&headers, "content-type"), "text/html; charset=utf-8");
-    assert_eq!(header(&headers, "cache-control"), "no-cache", "the index is never cached");
-    assert_eq!(header(&headers, "x-content-type-options"), "nosniff");
-    let csp = header(&headers, "content-security-policy");
+    let index = http_get(dashboard, "/ui").await;
+    assert_eq!(index.status, 200, "/ui");
+    assert_eq!(index.header("content-type"), "text/html; charset=utf-8");
+    assert_eq!(index.header("cache-control"), "no-cache", "the index is never cached");
+    assert_eq!(index.header("x-content-type-options"), "nosniff");
+    let csp = index.header("content-security-policy");
     assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
-    let index = String::from_utf8(body).unwrap();
-    let script = index
+    let page = String::from_utf8(index.body).unwrap();
+    let script = page
         .split('"')
         .find(|part| part.starts_with("/ui/assets/") && part.ends_with(".js"))
-        .unwrap_or_else(|| panic!("the index loads a hashed bundle:\n{index}"))
+        .unwrap_or_else(|| panic!("the index loads a hashed bundle:\n{page}"))
         .to_string();
 
-    let (status, headers, body) = http_get(dashboard, &script).await;
-    assert!(status.contains("200"), "{script}: {status}");
-    assert_eq!(header(&headers, "content-type"), "text/javascript; charset=utf-8");
-    assert_eq!(header(&headers, "cache-control"), "public, max-age=31536000, immutable");
-    assert!(!body.is_empty());
+    let bundle = http_get(dashboard, &script).await;
+    assert_eq!(bundle.status, 200, "{script}");
+    assert_eq!(bundle.header("content-type"), "text/javascript; charset=utf-8");
+    assert_eq!(bundle.header("cache-control"), "public, max-age=31536000, immutable");
+    assert!(!bundle.body.is_empty());
 
-    let (status, _, client_route) = http_get(dashboard, "/ui/sandboxes/some-id").await;
-    assert!(status.contains("200"), "a client route answers the index: {status}");
-    assert_eq!(String::from_utf8(client_route).unwrap(), index);
-    let (status, _, _) = http_get(dashboard, "/ui/assets/index-missing.js").await;
-    assert!(status.contains("404"), "a missing bundle is a 404, not HTML: {status}");
-    let (status, headers, _) = http_get(dashboard, "/").await;
-    assert!(status.contains("308") && header(&headers, "location") == "/ui/", "{status}");
+    let client_route = http_get(dashboard, "/ui/sandboxes/some-id").await;
+    assert_eq!(client_route.status, 200, "a client route answers the index");
+    assert_eq!(String::from_utf8(client_route.body).unwrap(), page);
+    let missing = http_get(dashboard, "/ui/assets/index-missing.js").await;
+    assert_eq!(missing.status, 404, "a missing bundle is a 404, not HTML");
+    let root = http_get(dashboard, "/").await;
+    assert_eq!((root.status, root.header("location")), (308, "/ui/"));
 }
 
 async fn publish(
