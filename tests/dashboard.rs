@@ -297,7 +297,7 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     if std::env::var("UPDATE_SCREENSHOTS").is_ok_and(|v| v == "1") {
         let docs = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/screenshots");
         std::fs::create_dir_all(docs).unwrap();
-        for shot in ["sandboxes-1280", "review-queue-390"] {
+        for shot in ["sandboxes-1280", "review-queue-1280"] {
             std::fs::copy(
                 Path::new(SCREENSHOTS).join(format!("{shot}.png")),
                 Path::new(docs).join(format!("dashboard-{shot}.png")),
