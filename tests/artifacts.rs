@@ -407,7 +407,7 @@ async fn review_rules_roles_and_tenants() {
     let own =
         publish(&mut member, header(&members, ArtifactType::Text, "mine"), b"m").await.unwrap();
     let visible = member.list_artifacts(list_request(0)).await.unwrap().into_inner().artifacts;
-    assert_eq!(visible, [own.clone()]);
+    assert_eq!(visible, std::slice::from_ref(&own));
     let hidden = member
         .get_artifact(GetArtifactRequest { artifact_id: report.artifact_id.clone() })
         .await
@@ -486,6 +486,17 @@ async fn four_eyes_refuses_the_publisher_and_allows_another_admin() {
     let mut client = artifacts(app, &other_tenant);
     let own = publish(&mut client, header(&theirs, ArtifactType::Text, "t"), b"t").await.unwrap();
     client.review_artifact(review(&own, ReviewDecision::Reject, "")).await.unwrap();
+
+    let server = &app.server().app;
+    let scraped = server.metrics.render(&server.store, &[]).await.unwrap();
+    for line in [
+        "sandboxd_artifacts_published_total{type=\"diff\"} 1",
+        "sandboxd_artifacts_published_total{type=\"text\"} 1",
+        "sandboxd_artifact_reviews_total{decision=\"approve\"} 1",
+        "sandboxd_artifact_reviews_total{decision=\"reject\"} 1",
+    ] {
+        assert!(scraped.lines().any(|scraped| scraped == line), "{line} missing:\n{scraped}");
+    }
 }
 
 #[tokio::test]
@@ -749,4 +760,53 @@ async fn tenant_purge_refuses_live_sandboxes_then_removes_artifacts_and_objects(
     assert_eq!(gone.unwrap_err().code(), Code::NotFound);
     assert!(object_exists(app, &object_key(&theirs)).await, "another tenant's stays");
     assert_eq!(artifact_rows(app).await, 1);
+}
+
+#[tokio::test]
+async fn bytes_round_trip_and_corruption_is_caught_on_moto() {
+    let moto = common::s3_servers::MotoServer::start();
+    let mut s3 = sandboxd::config::S3Config {
+        enabled: true,
+        endpoint: format!("http://{}", moto.addr),
+        access_key_id: "testing".into(),
+        secret_access_key: sandboxd::config::Secret::new("testing".to_string()),
+        force_path_style: true,
+        ..Default::default()
+    };
+    s3.bucket = format!("artifacts-{}", uuid::Uuid::new_v4().simple());
+    let client = sandboxd::objectstore::client(&s3).await;
+    sandboxd::objectstore::ensure_bucket(&client, &s3.bucket).await.unwrap();
+    let templates = common::templates_with(|_, text| text);
+    std::fs::write(templates.path().join("notes.toml"), NOTES).unwrap();
+    let dir = templates.path().to_path_buf();
+    let app = TestApp::spawn_with(move |config| {
+        config.s3 = s3;
+        config.templates.dir = dir;
+    })
+    .await;
+    let sandbox = create(&app, &app.owner_key).await;
+    let mut artifacts = artifacts(&app, &app.owner_key);
+    let content: Vec<u8> = (0..1_200_000u32).map(|i| (i % 253) as u8).collect();
+    let artifact = publish(&mut artifacts, header(&sandbox, ArtifactType::Log, "moto"), &content)
+        .await
+        .unwrap();
+    let listed = client
+        .list_objects_v2()
+        .bucket(&app.config.s3.bucket)
+        .prefix(format!("sandboxes/{sandbox}/artifacts/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(listed.contents().len(), 1, "the bytes are in moto");
+    assert!(read_all(&mut artifacts, &artifact.artifact_id).await.unwrap().0 == content);
+    client
+        .put_object()
+        .bucket(&app.config.s3.bucket)
+        .key(object_key(&artifact))
+        .body(b"something else".to_vec().into())
+        .send()
+        .await
+        .unwrap();
+    let failed = read_all(&mut artifacts, &artifact.artifact_id).await.unwrap_err();
+    assert_eq!(failed.code(), Code::DataLoss);
 }
