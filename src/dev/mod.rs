@@ -210,7 +210,9 @@ fn print_banner(
     let s3 = deps.s3.as_ref().map(|s3| s3.endpoint()).unwrap_or_else(|| "as configured".into());
     let scheme = if tls { "https" } else { "http" };
     let dashboard = match dashboard {
-        Some(dashboard) if crate::web::web_app_built() => format!("{scheme}://{dashboard}/ui/"),
+        Some(dashboard) if crate::web::web_app_built() => {
+            format!("{scheme}://{dashboard}/ui/   (paste the API key into the page)")
+        }
         Some(dashboard) => format!(
             "{scheme}://{dashboard}/ui/ (a placeholder: build the web app with `npm --prefix clients/web ci && npm --prefix clients/web run build`, then cargo build)"
         ),
@@ -228,7 +230,7 @@ fn print_banner(
          \x20 gRPC address : {addr}\n\
          \x20 API key      : {key}   (tenant \"dev\", role owner)\n\
          \x20 S3 endpoint  : {s3}\n\
-         \x20 Dashboard    : {dashboard}   (paste the API key into the page)\n\
+         \x20 Dashboard    : {dashboard}\n\
          \n\
          Try it:\n\
          \x20 grpcurl {grpcurl} -H 'authorization: Bearer {key}' -d '{{\"template\": \"discord-guild\", \"name\": \"my-first\"}}' {addr} sandboxd.v1.SandboxControl/CreateSandbox\n\
