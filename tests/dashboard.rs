@@ -15,6 +15,7 @@ mod common;
 
 use std::{path::Path, process::Stdio, time::Duration};
 
+use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use common::{
     Bearer,
     http1::{self, Answer},
@@ -212,11 +213,27 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     let mut transcript = Vec::new();
     let mut sandbox_id = None;
     let mut published = None;
+    let mut secrets = None;
+    let mut details_text = None;
     let run = tokio::time::timeout(Duration::from_secs(300), async {
         while let Some(line) = from_script.next_line().await.unwrap() {
             println!("review.mjs: {line}");
             transcript.push(line.clone());
+            if let Some(text) = line.strip_prefix("details-text ") {
+                details_text = Some(String::from_utf8(BASE64.decode(text).unwrap()).unwrap());
+                continue;
+            }
             let Some(id) = line.strip_prefix("sandbox-running ") else { continue };
+            // Taken while RUNNING (GetConnectionDetails refuses other states).
+            secrets = Some(
+                control
+                    .get_connection_details(proto::GetConnectionDetailsRequest {
+                        sandbox_id: id.to_string(),
+                    })
+                    .await
+                    .expect("connection details of the new sandbox")
+                    .into_inner(),
+            );
             sandbox_id = Some(id.to_string());
             let diff = publish(
                 &mut artifacts,
@@ -263,6 +280,18 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     assert!(run.success(), "review.mjs failed ({run}); its output:\n{}", transcript.join("\n"));
 
     let sandbox_id = sandbox_id.expect("the page created a sandbox");
+    let details = secrets.expect("connection details were read");
+    let page = details_text.expect("the script sent the details page's text");
+    assert!(page.contains(&details.schema), "the details page shows the schema:\n{page}");
+    assert!(!details.role_password.is_empty(), "the server returned a secret the page must hide");
+    for secret in
+        [&details.role_password, &details.database_url, &details.redis_password, &details.redis_url]
+    {
+        assert!(
+            secret.is_empty() || !page.contains(secret.as_str()),
+            "a secret on the page:\n{page}"
+        );
+    }
     let sandbox = control.get_sandbox(common::by_id(&sandbox_id)).await.unwrap().into_inner();
     assert_eq!(sandbox.state, SandboxState::Destroyed as i32, "destroyed from the page");
     assert_eq!(sandbox.name, "e2e-review");
@@ -289,7 +318,14 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     assert!(!reviewed.reviewer.is_empty());
     stop_dev(dev).await;
 
-    for shot in ["sandboxes-1280", "sandboxes-390", "review-queue-1280", "review-queue-390"] {
+    for shot in [
+        "sandboxes-1280",
+        "sandboxes-390",
+        "review-queue-1280",
+        "review-queue-390",
+        "details-1280",
+        "details-390",
+    ] {
         let path = Path::new(SCREENSHOTS).join(format!("{shot}.png"));
         let bytes = std::fs::read(&path).unwrap_or_else(|_| panic!("{} was saved", path.display()));
         assert!(bytes.starts_with(b"\x89PNG"), "{} is a PNG", path.display());

@@ -5,7 +5,9 @@
 // Screenshots of the list and of the review queue at 1280 and 390 px go to SCREENSHOT_DIR.
 //
 // Talks to the Rust test over stdio: prints `sandbox-running <id>`, then reads one line
-// `published <diff artifact id> <image artifact id>` (or `skip-artifacts <reason>`).
+// `published <diff artifact id> <image artifact id>` (or `skip-artifacts <reason>`); prints
+// `details-text <base64>`, the text of the sandbox's details page, for the test to check that
+// no secret is on it.
 // Every wait is on a condition (Playwright's auto-waiting selectors), never a fixed delay.
 import { createInterface } from "node:readline";
 import { existsSync, mkdirSync } from "node:fs";
@@ -94,6 +96,22 @@ try {
   } else {
     console.log(`artifact steps skipped: ${args.join(" ")}`);
   }
+
+  // The details page: every panel loaded (health, connection details, audit trail).
+  await row.getByRole("link", { name: "Details" }).click();
+  await page.waitForFunction(
+    () => {
+      const text = document.querySelector("main")?.innerText ?? "";
+      return text.includes("Overall:") && text.includes("Redis prefix") && text.includes("sandbox_created") && !text.includes("Loading…");
+    },
+    undefined,
+    WAIT,
+  );
+  await screenshots(page, "details");
+  const detailsText = await page.locator("main").innerText();
+  console.log(`details-text ${Buffer.from(detailsText).toString("base64")}`);
+  await page.getByRole("link", { name: "← All sandboxes" }).click();
+  await page.waitForSelector(`tr[data-name="${name}"]`, WAIT);
 
   await row.getByRole("button", { name: "Destroy…" }).click();
   await row.getByRole("button", { name: "Confirm destroy" }).click();

@@ -11,7 +11,9 @@ export function duration(d: Duration | undefined): string {
   const seconds = Number(d.seconds);
   if (seconds >= 3600 && seconds % 3600 === 0) return `${seconds / 3600} h`;
   if (seconds >= 60 && seconds % 60 === 0) return `${seconds / 60} min`;
-  return `${seconds + d.nanos / 1e9} s`;
+  const total = seconds + d.nanos / 1e9;
+  if (total < 1) return `${(total * 1000).toFixed(1)} ms`;
+  return `${total.toFixed(1)} s`;
 }
 
 /** The name of an enum value without its prefix, e.g. `RUNNING` (TypeScript enums map back). */
