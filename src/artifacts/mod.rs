@@ -37,9 +37,10 @@ use crate::{
     sandbox::{
         SandboxManager,
         listing::{Page, paginate},
+        manager::scope,
         page_token,
     },
-    store::{Store, artifacts::ArtifactCursor, sandboxes::Scope},
+    store::{Store, artifacts::ArtifactCursor},
 };
 
 /// The artifact service's domain side. Cheap to clone.
@@ -69,7 +70,7 @@ impl ArtifactService {
 
     /// The object store, or FAILED_PRECONDITION when the server has none.
     async fn objects(&self) -> Result<ArtifactObjects> {
-        objects_of(&self.manager.syncs).await?.ok_or_else(|| Error::FailedPrecondition {
+        objects_of(&self.manager.syncs).await.ok_or_else(|| Error::FailedPrecondition {
             reason: "OBJECT_STORE_NOT_CONFIGURED",
             message: "this server has no object store configured (s3.enabled = false)".into(),
         })
@@ -128,13 +129,9 @@ impl ArtifactService {
 /// The server's object store, when it has one.
 pub(crate) async fn objects_of(
     syncs: &crate::workspace::syncs::WorkspaceSyncs,
-) -> Result<Option<ArtifactObjects>> {
+) -> Option<ArtifactObjects> {
     if !syncs.enabled() {
-        return Ok(None);
+        return None;
     }
-    Ok(Some(ArtifactObjects::new(syncs.client().await, syncs.bucket())))
-}
-
-fn scope(principal: &Principal) -> Scope<'_> {
-    Scope { tenant: &principal.tenant, owner: principal.owner_scope() }
+    Some(ArtifactObjects::new(syncs.client().await, syncs.bucket()))
 }

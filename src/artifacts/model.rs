@@ -8,8 +8,7 @@ use uuid::Uuid;
 use crate::{error::Error, sandbox::SandboxId};
 
 /// What kind of content an artifact is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ArtifactType {
     File,
     Diff,
@@ -67,8 +66,7 @@ impl FromStr for ArtifactType {
 }
 
 /// `PENDING → APPROVED | REJECTED`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReviewState {
     Pending,
     Approved,

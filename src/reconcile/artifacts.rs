@@ -19,7 +19,7 @@ const MAX_BATCHES: usize = 10;
 
 impl Reconciler {
     pub(super) async fn remove_expired_artifacts(&self) -> Result<()> {
-        let Some(objects) = artifacts::objects_of(&self.manager.syncs).await? else {
+        let Some(objects) = artifacts::objects_of(&self.manager.syncs).await else {
             return Ok(());
         };
         // A retention longer than the calendar goes back keeps everything.
