@@ -1,7 +1,8 @@
 // The dashboard's browser test, driven by tests/dashboard.rs against a real `sandboxd dev`:
 // sign in with the key, create a sandbox from the page and see it arrive RUNNING without a
 // reload, let the test publish artifacts through the API, approve one on the page and see it
-// move to the reviewed list, then destroy the sandbox from the page and see it DESTROYED.
+// move to the reviewed list, then destroy the sandbox from the page and see it DESTROYED, and
+// finally forget the key.
 // Screenshots of the list and of the review queue at 1280 and 390 px go to SCREENSHOT_DIR.
 //
 // Talks to the Rust test over stdio: prints `sandbox-running <id>`, then reads one line
@@ -118,6 +119,13 @@ try {
   await page.waitForSelector(`tr[data-name="${name}"][data-state="DESTROYED"]`, WAIT);
   check(await page.evaluate(() => window.__noReload === true), "the page was never reloaded");
   console.log(`destroyed ${sandboxId}`);
+
+  // The key lives in sessionStorage only, and "Forget key" drops it.
+  const stored = await page.evaluate(() => [sessionStorage.getItem("sandboxd.apiKey"), localStorage.length]);
+  check(stored[0] === key && stored[1] === 0, "the key is in sessionStorage only");
+  await page.getByRole("button", { name: "Forget key" }).click();
+  await page.getByLabel("API key").waitFor(WAIT);
+  check((await page.evaluate(() => sessionStorage.length)) === 0, "Forget key removed the key");
 } finally {
   lines.close();
   await browser.close();
