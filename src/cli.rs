@@ -50,6 +50,10 @@ enum Command {
         /// Address to listen on [default: 127.0.0.1:50051].
         #[arg(long)]
         listen: Option<SocketAddr>,
+        /// Address of the web dashboard (`/ui`) [default: `[dashboard] listen`, else
+        /// 127.0.0.1:8090].
+        #[arg(long)]
+        dashboard_listen: Option<SocketAddr>,
         /// Keep throwaway state here instead of a temporary directory.
         #[arg(long)]
         data_dir: Option<PathBuf>,
@@ -204,9 +208,10 @@ async fn run_command(mut config: Config, command: Command) -> anyhow::Result<()>
             println!("migrations applied to {}", config.database.url);
             Ok(())
         }
-        Command::Dev { listen, data_dir, deps_only } => {
+        Command::Dev { listen, dashboard_listen, data_dir, deps_only } => {
             let given = dev::GivenDependencies::from_env();
-            let dev_options = DevOptions { listen, data_dir, deps_only_env_file: deps_only };
+            let dev_options =
+                DevOptions { listen, dashboard_listen, data_dir, deps_only_env_file: deps_only };
             dev::run(config, given, dev_options).await
         }
         Command::RouteEvents(args) => {

@@ -31,6 +31,8 @@ pub struct Config {
     pub sync: crate::workspace::sync::SyncSettings,
     pub git: crate::git::settings::GitSettings,
     pub metrics: MetricsConfig,
+    /// The web dashboard (`crate::web`).
+    pub dashboard: DashboardConfig,
     /// Per-sandbox PostgreSQL roles and Redis ACL users.
     pub isolation: crate::isolation::config::IsolationConfig,
     /// `sandboxd route-events` only.
@@ -78,6 +80,17 @@ impl ArtifactsConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct MetricsConfig {
     /// Address of the HTTP listener serving `/metrics`; unset (the default): no listener.
+    pub listen: Option<SocketAddr>,
+}
+
+/// The web dashboard listener (`crate::web`): the embedded web app at `/ui` and the same gRPC
+/// services as `server.listen`, over gRPC-Web (HTTP/1.1 or HTTP/2).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DashboardConfig {
+    /// Address of the dashboard listener; unset (the default): no dashboard. It uses
+    /// `[server.tls]` when that is set; without it, a non-loopback address is refused unless
+    /// `server.allow_plaintext = true`, as for `server.listen`.
     pub listen: Option<SocketAddr>,
 }
 

@@ -38,6 +38,7 @@ pub mod store;
 pub mod telemetry;
 pub mod template;
 pub mod tls;
+pub mod web;
 pub mod wire;
 pub mod workspace;
 

@@ -6,8 +6,12 @@ use std::{net::SocketAddr, sync::Arc, time::Duration};
 use anyhow::Context;
 use tokio::{net::TcpListener, task::JoinHandle};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Server, server::TcpIncoming};
+use tonic::{
+    service::Routes,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::ServingStatus;
+use tonic_web::GrpcWebLayer;
 
 use crate::{
     api::{ArtifactServiceApi, GuildRoutingApi, SandboxControlApi, SyncServiceApi},
@@ -23,6 +27,7 @@ use crate::{
     store::{api_keys::KEYS_CHANNEL, routes::ROUTES_CHANNEL},
     template::RuntimeKind,
     tls::{ReloadingTls, TlsIncoming},
+    web::DashboardLayer,
     wire::limits::{HTTP2_MAX_HEADER_LIST_BYTES, WireLimitsLayer},
 };
 
@@ -33,6 +38,8 @@ pub struct RunningServer {
     pub local_addr: SocketAddr,
     /// Where `/metrics` is served, when `[metrics] listen` is set.
     pub metrics_addr: Option<SocketAddr>,
+    /// Where the dashboard (`/ui` and gRPC-Web) is served, when `[dashboard] listen` is set.
+    pub dashboard_addr: Option<SocketAddr>,
     pub app: Arc<App>,
     /// The listener's certificates, when `[server.tls]` is set.
     pub tls: Option<Arc<ReloadingTls>>,
@@ -127,6 +134,14 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
+    let dashboard_listener = match config.dashboard.listen {
+        Some(address) => Some(
+            TcpListener::bind(address)
+                .await
+                .with_context(|| format!("binding the dashboard listener {address}"))?,
+        ),
+        None => None,
+    };
     let grace = config.server.shutdown_grace;
     let tls = match &config.server.tls {
         Some(settings) => Some(Arc::new(ReloadingTls::load(settings.clone())?)),
@@ -207,49 +222,17 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         last_to_stop.push(tokio::spawn(writer.run(store, stopped)));
     }
 
-    let reflection_v1 = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()?;
-    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
-        .build_v1alpha()?;
-
-    let limit = app.config.server.max_message_bytes;
-    let sandbox_control = SandboxControlServer::new(SandboxControlApi::new(app.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let guild_routing = GuildRoutingServer::new(GuildRoutingApi::new(app.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let sync_service = SyncServiceServer::new(SyncServiceApi::new(app.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-    let artifact_service = ArtifactServiceServer::new(ArtifactServiceApi::new(app.clone()))
-        .max_decoding_message_size(limit)
-        .max_encoding_message_size(limit);
-
-    let router = Server::builder()
-        // Caps every RPC; a shorter `grpc-timeout` sent by the client is honoured by tonic.
-        .timeout(app.config.server.request_timeout)
-        .concurrency_limit_per_connection(app.config.server.concurrency_limit_per_connection)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
-        .trace_fn(crate::telemetry::rpc_span)
-        .layer(WireLimitsLayer {
-            max_metadata_bytes: app.config.server.max_metadata_bytes,
-            metrics: app.metrics.clone(),
-        })
-        .add_service(health_service)
-        .add_service(reflection_v1)
-        .add_service(reflection_v1alpha)
-        .add_service(sandbox_control)
-        .add_service(guild_routing)
-        .add_service(sync_service)
-        .add_service(artifact_service);
+    let routes = grpc_routes(&app, health_service)?;
+    let router = grpc_server(&app).layer(wire_limits(&app)).add_routes(routes.clone());
+    let dashboard_addr = match dashboard_listener {
+        Some(listener) => {
+            let local = listener.local_addr()?;
+            let serving = DashboardServing { app: &app, tls: tls.as_ref(), shutdown: &shutdown };
+            background.extend(serving.start(listener, routes, grace));
+            Some(local)
+        }
+        None => None,
+    };
 
     let drain_signal = {
         let shutdown = shutdown.clone();
@@ -286,10 +269,18 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         }
     };
     let mtls = tls.as_ref().is_some_and(|tls| tls.requires_client_certificates());
-    tracing::info!(%local_addr, tls = tls.is_some(), mtls, ?metrics_addr, "sandboxd listening");
+    tracing::info!(
+        %local_addr,
+        tls = tls.is_some(),
+        mtls,
+        ?metrics_addr,
+        ?dashboard_addr,
+        "sandboxd listening"
+    );
     Ok(RunningServer {
         local_addr,
         metrics_addr,
+        dashboard_addr,
         app,
         tls,
         shutdown,
@@ -300,4 +291,130 @@ pub async fn start(config: Config) -> anyhow::Result<RunningServer> {
         last_to_stop,
         stopped,
     })
+}
+
+/// The gRPC services of both listeners: ours, health and reflection (v1 and v1alpha).
+fn grpc_routes<H>(app: &Arc<App>, health_service: H) -> anyhow::Result<Routes>
+where
+    H: tower::Service<
+            http::Request<tonic::body::Body>,
+            Response = http::Response<tonic::body::Body>,
+            Error = std::convert::Infallible,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static,
+    H::Future: Send + 'static,
+{
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()?;
+
+    let limit = app.config.server.max_message_bytes;
+    let sandbox_control = SandboxControlServer::new(SandboxControlApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let guild_routing = GuildRoutingServer::new(GuildRoutingApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let sync_service = SyncServiceServer::new(SyncServiceApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+    let artifact_service = ArtifactServiceServer::new(ArtifactServiceApi::new(app.clone()))
+        .max_decoding_message_size(limit)
+        .max_encoding_message_size(limit);
+
+    let mut routes = Routes::builder();
+    routes
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(sandbox_control)
+        .add_service(guild_routing)
+        .add_service(sync_service)
+        .add_service(artifact_service);
+    Ok(routes.routes())
+}
+
+/// The transport settings both listeners share: the RPC deadline, per-connection concurrency,
+/// keepalive, the HTTP/2 header-list limit and one span per request.
+fn grpc_server(app: &App) -> Server {
+    Server::builder()
+        // Caps every RPC; a shorter `grpc-timeout` sent by the client is honoured by tonic.
+        .timeout(app.config.server.request_timeout)
+        .concurrency_limit_per_connection(app.config.server.concurrency_limit_per_connection)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_BYTES)
+        .trace_fn(crate::telemetry::rpc_span)
+}
+
+/// Metadata limits and per-RPC metrics, innermost on both listeners (on the dashboard, inside
+/// the gRPC-Web translation, so it sees plain gRPC).
+fn wire_limits(app: &App) -> WireLimitsLayer {
+    WireLimitsLayer {
+        max_metadata_bytes: app.config.server.max_metadata_bytes,
+        metrics: app.metrics.clone(),
+    }
+}
+
+/// What the dashboard listener shares with the main one.
+struct DashboardServing<'a> {
+    app: &'a Arc<App>,
+    tls: Option<&'a Arc<ReloadingTls>>,
+    shutdown: &'a CancellationToken,
+}
+
+impl DashboardServing<'_> {
+    /// Serves the web app and gRPC-Web on `listener` (with the main listener's certificates when
+    /// `[server.tls]` is set); returns the tasks to join on shutdown. In-flight requests get
+    /// `grace` to finish after the shutdown token, like on the main listener.
+    fn start(self, listener: TcpListener, routes: Routes, grace: Duration) -> Vec<JoinHandle<()>> {
+        let router = grpc_server(self.app)
+            // Browsers speak HTTP/1.1 to a plaintext origin.
+            .accept_http1(true)
+            .layer(DashboardLayer)
+            .layer(GrpcWebLayer::new())
+            .layer(wire_limits(self.app))
+            .add_routes(routes);
+        let shutdown = self.shutdown.clone();
+        let drained = shutdown.clone().cancelled_owned();
+        let mut tasks = Vec::new();
+        let serve = match self.tls {
+            None => {
+                let incoming = TcpIncoming::from(listener).with_nodelay(Some(true));
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained))
+            }
+            Some(tls) => {
+                let (incoming, accept) =
+                    TlsIncoming::start(listener, tls.clone(), shutdown.clone());
+                tasks.push(accept);
+                tokio::spawn(router.serve_with_incoming_shutdown(incoming, drained))
+            }
+        };
+        tasks.push(tokio::spawn(async move {
+            let mut serve = serve;
+            let result = tokio::select! {
+                result = &mut serve => result,
+                () = async { shutdown.cancelled().await; tokio::time::sleep(grace).await } => {
+                    tracing::warn!(grace = ?grace, "dashboard requests did not finish within the grace period; stopping anyway");
+                    serve.abort();
+                    return;
+                }
+            };
+            match result {
+                Ok(Ok(())) => {}
+                Ok(Err(error)) => tracing::error!(%error, "the dashboard listener failed"),
+                Err(error) => tracing::error!(%error, "the dashboard listener panicked"),
+            }
+        }));
+        tasks
+    }
 }

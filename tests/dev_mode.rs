@@ -44,7 +44,7 @@ async fn run_tour(name: &str, envs: &[(&str, String)]) -> String {
 async fn sandboxd_dev_serves_on_throwaway_dependencies_and_the_readme_tours_work() {
     let data = tempfile::tempdir().unwrap();
     let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxd"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--data-dir"])
+        .args(["dev", "--listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0", "--data-dir"])
         .arg(data.path())
         .env_remove("DATABASE_URL")
         .env_remove("REDIS_URL")

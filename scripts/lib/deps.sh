@@ -69,3 +69,19 @@ start_nats_server() {
   echo "error: nats-server did not start on 127.0.0.1:$port" >&2
   exit 1
 }
+
+# Builds the web dashboard (clients/web/dist), which `cargo build` embeds in the binary; without
+# it the binary serves a placeholder page at /ui. Node and npm are installed when missing.
+build_web_app() {
+  command -v npm >/dev/null 2>&1 || apt_install nodejs npm
+  echo "==> web dashboard: npm ci and build (clients/web)" >&2
+  npm ci --silent --no-audit --no-fund --prefix clients/web \
+    || { echo "error: npm could not install clients/web's packages (see above); the dashboard needs them to build" >&2; exit 1; }
+  npm run --silent --prefix clients/web build >/dev/null \
+    || { echo "error: building the web dashboard failed (npm --prefix clients/web run build; see above)" >&2; exit 1; }
+}
+
+# Chromium for the dashboard's browser test (tests/dashboard.rs).
+ensure_chromium() {
+  command -v chromium >/dev/null 2>&1 || apt_install chromium
+}

@@ -113,9 +113,16 @@ impl DevDependencies {
     }
 }
 
+/// Where `sandboxd dev` serves the dashboard unless told otherwise (production has none).
+pub const DEV_DASHBOARD_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8090);
+
 /// Options of `sandboxd dev`.
 pub struct DevOptions {
     pub listen: Option<SocketAddr>,
+    /// The dashboard listener; `None`: `[dashboard] listen` when set, else
+    /// [`DEV_DASHBOARD_LISTEN`].
+    pub dashboard_listen: Option<SocketAddr>,
     pub data_dir: Option<PathBuf>,
     /// Only start the dependencies and write their URLs to this file (`KEY=value` lines).
     pub deps_only_env_file: Option<PathBuf>,
@@ -151,6 +158,8 @@ pub async fn run(
     if let Some(listen) = options.listen {
         config.server.listen = listen;
     }
+    config.dashboard.listen =
+        options.dashboard_listen.or(config.dashboard.listen).or(Some(DEV_DASHBOARD_LISTEN));
     config.validate()?;
     crate::store::ensure_database(&config.database).await?;
 
@@ -169,7 +178,7 @@ pub async fn run(
             Err(error) => return Err(error.into()),
         };
     let tls = server.tls.is_some();
-    print_banner(server.local_addr, &key, &deps, tls);
+    print_banner(server.local_addr, server.dashboard_addr, &key, &deps, tls);
     crate::cancel_on_signal(token);
     server.wait().await
 }
@@ -191,8 +200,24 @@ async fn wait_until_ready(
     Ok(())
 }
 
-fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies, tls: bool) {
+fn print_banner(
+    addr: SocketAddr,
+    dashboard: Option<SocketAddr>,
+    key: &str,
+    deps: &DevDependencies,
+    tls: bool,
+) {
     let s3 = deps.s3.as_ref().map(|s3| s3.endpoint()).unwrap_or_else(|| "as configured".into());
+    let scheme = if tls { "https" } else { "http" };
+    let dashboard = match dashboard {
+        Some(dashboard) if crate::web::web_app_built() => {
+            format!("{scheme}://{dashboard}/ui/   (paste the API key into the page)")
+        }
+        Some(dashboard) => format!(
+            "{scheme}://{dashboard}/ui/ (a placeholder: build the web app with `npm --prefix clients/web ci && npm --prefix clients/web run build`, then cargo build)"
+        ),
+        None => "off".to_string(),
+    };
     // With [server.tls] set, the clients need the CA that signed the server's certificate.
     let (grpcurl, ctl) = if tls {
         ("-cacert CA.pem", format!("SANDBOXD_ADDR=https://{addr} SANDBOXD_TLS_CA=CA.pem"))
@@ -205,6 +230,7 @@ fn print_banner(addr: SocketAddr, key: &str, deps: &DevDependencies, tls: bool) 
          \x20 gRPC address : {addr}\n\
          \x20 API key      : {key}   (tenant \"dev\", role owner)\n\
          \x20 S3 endpoint  : {s3}\n\
+         \x20 Dashboard    : {dashboard}\n\
          \n\
          Try it:\n\
          \x20 grpcurl {grpcurl} -H 'authorization: Bearer {key}' -d '{{\"template\": \"discord-guild\", \"name\": \"my-first\"}}' {addr} sandboxd.v1.SandboxControl/CreateSandbox\n\

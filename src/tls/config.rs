@@ -75,6 +75,18 @@ impl crate::config::Config {
             }
             None => {}
         }
+        if let Some(dashboard) = self.dashboard.listen
+            && self.server.tls.is_none()
+            && !dashboard.ip().is_loopback()
+            && !self.server.allow_plaintext
+        {
+            problems.push(format!(
+                "dashboard.listen {dashboard} is not a loopback address and [server.tls] is not \
+                 set: the dashboard carries API keys, so configure server.tls (the dashboard \
+                 uses the same certificates), or set server.allow_plaintext = true when \
+                 something else encrypts the traffic"
+            ));
+        }
         problems.extend(self.database.tls.problems("database"));
         problems.extend(self.redis.tls.problems("redis"));
         let redis_url = self.redis.url.expose();
@@ -110,6 +122,23 @@ mod tests {
         let path = dir.path().join("sandboxd.toml");
         std::fs::write(&path, toml).unwrap();
         Config::load(Some(&path)).unwrap()
+    }
+
+    #[test]
+    fn a_plaintext_dashboard_is_refused_off_loopback_unless_allowed_or_tls_is_set() {
+        let mut config = Config::default();
+        config.dashboard.listen = Some("127.0.0.1:8090".parse().unwrap());
+        assert!(config.transport_problems().is_empty(), "a loopback dashboard is fine");
+        config.dashboard.listen = Some("0.0.0.0:8090".parse().unwrap());
+        let problems = config.transport_problems();
+        assert!(problems.iter().any(|p| p.contains("dashboard.listen")), "{problems:?}");
+        config.server.allow_plaintext = true;
+        assert!(config.transport_problems().is_empty());
+
+        let with_tls = load(
+            "[dashboard]\nlisten = \"0.0.0.0:8090\"\n[server.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n",
+        );
+        assert!(with_tls.transport_problems().is_empty(), "{:?}", with_tls.transport_problems());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 
 pub mod certs;
 pub mod gate;
+pub mod http1;
 pub mod log_capture;
 pub mod nats;
 pub mod redis_cluster;
