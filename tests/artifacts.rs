@@ -810,3 +810,67 @@ async fn bytes_round_trip_and_corruption_is_caught_on_moto() {
     let failed = read_all(&mut artifacts, &artifact.artifact_id).await.unwrap_err();
     assert_eq!(failed.code(), Code::DataLoss);
 }
+
+/// The server's own count of PublishArtifact calls that ended `CANCELLED`.
+async fn cancelled_publications(app: &TestApp) -> bool {
+    let server = &app.server().app;
+    let templates: Vec<String> = server.templates.iter().map(|t| t.name.clone()).collect();
+    let text = server.metrics.render(&server.store, &templates).await.unwrap();
+    text.lines().any(|line| {
+        line.starts_with("grpc_server_handled_total{")
+            && line.contains("method=\"PublishArtifact\"")
+            && line.contains("code=\"CANCELLED\"")
+            && line.ends_with(" 1")
+    })
+}
+
+#[tokio::test]
+async fn a_publication_the_client_abandons_mid_stream_leaves_nothing() {
+    let captured = common::log_capture::CapturedLogs::install();
+    let setup = setup().await;
+    let app = &setup.app;
+    let sandbox = create(app, &app.owner_key).await;
+    let mut first = header(&sandbox, ArtifactType::Log, "abandoned");
+    first.request_id = "abandoned-once".into();
+    // The stream stays open: the header and a chunk are sent, the end never is.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    sender
+        .send(PublishArtifactRequest { content: Some(Content::Header(first.clone())) })
+        .await
+        .unwrap();
+    sender
+        .send(PublishArtifactRequest { content: Some(Content::Chunk(vec![b'x'; 4096])) })
+        .await
+        .unwrap();
+    let mut client = artifacts(app, &app.owner_key);
+    let call = tokio::spawn(async move {
+        client.publish_artifact(tokio_stream::wrappers::ReceiverStream::new(receiver)).await
+    });
+    common::eventually("the server is publishing", Duration::from_secs(10), || async {
+        captured.text().contains("artifact.publish")
+    })
+    .await;
+    // The client goes away mid-stream: its call is dropped (HTTP/2 reset), the stream never ends.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    common::eventually("the server saw the call cancelled", Duration::from_secs(10), || {
+        cancelled_publications(app)
+    })
+    .await;
+    // Work a handler hands off runs to completion on tracked tasks: wait until none is left.
+    let tasks = app.server().app.sandboxes.tasks().clone();
+    common::eventually("no publication work in flight", Duration::from_secs(10), || {
+        let tasks = tasks.clone();
+        async move { tasks.is_empty() }
+    })
+    .await;
+    drop(sender);
+    assert_eq!(artifact_rows(app).await, 0, "no record of the abandoned publication");
+    let stored = object_keys(app, &format!("sandboxes/{sandbox}/artifacts/")).await;
+    assert!(stored.is_empty(), "no bytes of it in S3: {stored:?}");
+    // Its request id was never used: a retry publishes the artifact, once.
+    let mut client = artifacts(app, &app.owner_key);
+    let retried = publish(&mut client, first, b"complete").await.unwrap();
+    assert_eq!(retried.size_bytes, 8);
+    assert_eq!(artifact_rows(app).await, 1);
+}

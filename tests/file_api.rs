@@ -131,3 +131,62 @@ async fn paths_that_leave_the_workspace_are_refused_even_through_planted_symlink
     assert_eq!(status.code(), Code::FailedPrecondition);
     assert_eq!(error_reason(&status), "NO_RUNTIME");
 }
+
+/// The server's count of WriteFile calls that ended `CANCELLED`.
+async fn cancelled_writes(app: &TestApp) -> bool {
+    let server = &app.server().app;
+    let templates: Vec<String> = server.templates.iter().map(|t| t.name.clone()).collect();
+    let text = server.metrics.render(&server.store, &templates).await.unwrap();
+    text.lines().any(|line| {
+        line.starts_with("grpc_server_handled_total{")
+            && line.contains("method=\"WriteFile\"")
+            && line.contains("code=\"CANCELLED\"")
+            && line.ends_with(" 1")
+    })
+}
+
+#[tokio::test]
+async fn a_write_the_client_abandons_mid_stream_leaves_the_file_as_it_was() {
+    let captured = common::log_capture::CapturedLogs::install();
+    let app = TestApp::spawn().await;
+    let id = create(&app, "git-agent").await;
+    write(&app, &id, "keep.txt", b"original").await.unwrap();
+    // A replacement whose stream never ends: the header and a first chunk only.
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    for message in write_messages(&id, "keep.txt", b"trunc") {
+        sender.send(message).await.unwrap();
+    }
+    let logged_before = captured.text().len();
+    let mut client = app.sync(Some(&app.owner_key));
+    let call = tokio::spawn(async move {
+        client.write_file(tokio_stream::wrappers::ReceiverStream::new(receiver)).await
+    });
+    common::eventually("the server is writing", std::time::Duration::from_secs(10), || async {
+        captured.text()[logged_before..].contains("rpc{rpc=/sandboxd.v1.SyncService/WriteFile}")
+    })
+    .await;
+    // The client goes away: its call is dropped (HTTP/2 reset), the stream never ends.
+    call.abort();
+    assert!(call.await.unwrap_err().is_cancelled());
+    common::eventually(
+        "the server saw the call cancelled",
+        std::time::Duration::from_secs(10),
+        || cancelled_writes(&app),
+    )
+    .await;
+    let tasks = app.server().app.sandboxes.tasks().clone();
+    common::eventually("no work in flight", std::time::Duration::from_secs(10), || {
+        let tasks = tasks.clone();
+        async move { tasks.is_empty() }
+    })
+    .await;
+    drop(sender);
+    assert_eq!(
+        read(&app, &id, "keep.txt").await.unwrap(),
+        b"original",
+        "not replaced by a truncated upload"
+    );
+    let listed = app.sync(Some(&app.owner_key)).list_files(list_request(&id, "")).await.unwrap();
+    let paths: Vec<String> = listed.into_inner().files.into_iter().map(|f| f.path).collect();
+    assert_eq!(paths, ["keep.txt"], "no temporary file is left behind");
+}

@@ -30,11 +30,12 @@ impl ArtifactServiceApi {
 
 type Reply<T> = Result<Response<T>, Status>;
 
-/// The content chunks after the header; a second header is INVALID_ARGUMENT.
+/// The content chunks after the header; a second header is INVALID_ARGUMENT. The end is
+/// reported once it is known not to be a cancelled call's (`wire::client_streams`).
 fn chunks(
     stream: Streaming<proto::PublishArtifactRequest>,
 ) -> impl futures::Stream<Item = Result<Vec<u8>>> + Send {
-    stream.map(|message| match message {
+    let chunks = stream.map(|message| match message {
         Ok(proto::PublishArtifactRequest { content: Some(Content::Chunk(chunk)) }) => Ok(chunk),
         Ok(proto::PublishArtifactRequest { content: Some(Content::Header(_)) }) => {
             Err(Error::invalid("header", "must be sent once, in the first message only"))
@@ -44,7 +45,8 @@ fn chunks(
             reason: "PUBLISH_STREAM_FAILED",
             message: format!("the publish stream failed: {}", status.message()),
         }),
-    })
+    });
+    crate::wire::client_streams::confirmed(chunks)
 }
 
 #[tonic::async_trait]

@@ -65,7 +65,8 @@ pub async fn read(
 }
 
 /// The header, then the chunks; the file is replaced only when the stream ends cleanly (an
-/// early return or a cancelled stream drops the writer, which removes its temp file).
+/// early return or a cancelled stream drops the writer, which removes its temp file; a
+/// cancelled call is told from a clean end by `wire::client_streams::confirm_end`).
 pub async fn write(
     app: &App,
     request: Request<Streaming<proto::WriteFileRequest>>,
@@ -92,6 +93,7 @@ pub async fn write(
             None => {}
         }
     }
+    crate::wire::client_streams::confirm_end().await;
     let written = writer.finish().await?;
     Ok(Response::new(proto::WriteFileResponse {
         path: written.path.to_string(),

@@ -8,6 +8,8 @@
 //!   over `server.max_metadata_bytes` with `RESOURCE_EXHAUSTED`, and turns tonic's own
 //!   message-size refusals (`OUT_OF_RANGE` "message length too large", with no details) into
 //!   `RESOURCE_EXHAUSTED` with `ErrorInfo`, as gRPC specifies for messages over the limit.
+//! - [`client_streams`]: the end of a client stream, told apart from a cancelled call.
 
+pub mod client_streams;
 pub mod codec;
 pub mod limits;
