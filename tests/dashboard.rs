@@ -18,6 +18,7 @@ use std::{path::Path, process::Stdio, time::Duration};
 use base64::{Engine, engine::general_purpose::STANDARD as BASE64};
 use common::{
     Bearer,
+    dev_process::DevProcess,
     http1::{self, Answer},
 };
 use sandboxd::proto::{
@@ -27,7 +28,7 @@ use sandboxd::proto::{
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},
     net::TcpStream,
-    process::{Child, Command},
+    process::Command,
 };
 use tonic::transport::Channel;
 
@@ -65,62 +66,6 @@ fn preconditions() -> String {
         "playwright-core is not installed: run `npm --prefix clients/web ci`"
     );
     chromium
-}
-
-struct Dev {
-    child: Child,
-    /// Kept open: sandboxd dev fails writing to a closed stdout.
-    _stdout: tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-    grpc: String,
-    dashboard: String,
-}
-
-/// A failing assertion must not leave the throwaway PostgreSQL and Redis running: sandboxd dev
-/// stops them on SIGTERM (a SIGKILL from `kill_on_drop` would orphan them).
-impl Drop for Dev {
-    fn drop(&mut self) {
-        if !matches!(self.child.try_wait(), Ok(None)) {
-            return;
-        }
-        let Some(pid) = self.child.id() else { return };
-        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while matches!(self.child.try_wait(), Ok(None)) && std::time::Instant::now() < deadline {
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-/// `sandboxd dev` on free ports, with the addresses it printed.
-async fn start_dev(data: &Path) -> Dev {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_sandboxd"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data)
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env("SANDBOXD_DEV_API_KEY", DEV_KEY)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sandboxd dev starts");
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let (grpc, dashboard) = tokio::time::timeout(Duration::from_secs(120), async {
-        let mut grpc = None;
-        while let Some(line) = lines.next_line().await.unwrap() {
-            let line = line.trim();
-            if let Some(addr) = line.strip_prefix("gRPC address :") {
-                grpc = Some(addr.trim().to_string());
-            }
-            if let Some(rest) = line.strip_prefix("Dashboard    :") {
-                let url = rest.split_whitespace().next().expect("a dashboard URL").to_string();
-                return (grpc.expect("the gRPC address is printed first"), url);
-            }
-        }
-        panic!("sandboxd dev exited before printing its dashboard URL");
-    })
-    .await
-    .expect("sandboxd dev printed its addresses within 120 s");
-    Dev { child, _stdout: lines, grpc, dashboard }
 }
 
 /// `GET path` on the dashboard at `url` (`http://host:port/ui/`).
@@ -188,7 +133,7 @@ async fn publish(
 async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     let chromium = preconditions();
     let data = tempfile::tempdir().unwrap();
-    let dev = start_dev(data.path()).await;
+    let dev = DevProcess::start(data.path(), DEV_KEY).await;
     check_http_answers(&dev.dashboard).await;
 
     let channel = Channel::from_shared(format!("http://{}", dev.grpc)).unwrap().connect_lazy();
@@ -299,7 +244,7 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     let diff = match published.expect("the test published artifacts") {
         Ok(diff) => diff,
         Err(status) => {
-            stop_dev(dev).await;
+            dev.stop().await;
             panic!(
                 "the artifact steps of the tour did not run: this server does not serve \
                  ArtifactService yet ({}: {}); everything else passed",
@@ -316,7 +261,7 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
     assert_eq!(reviewed.review_state, ReviewState::Approved as i32, "approved on the page");
     assert_eq!(reviewed.review_comment, "looks good (browser test)");
     assert!(!reviewed.reviewer.is_empty());
-    stop_dev(dev).await;
+    dev.stop().await;
 
     for shot in [
         "sandboxes-1280",
@@ -341,13 +286,4 @@ async fn the_dashboard_creates_reviews_and_destroys_in_a_real_browser() {
             .unwrap();
         }
     }
-}
-
-/// SIGTERM drains `sandboxd dev` and stops what it started; it must exit cleanly.
-async fn stop_dev(mut dev: Dev) {
-    let pid = dev.child.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status =
-        tokio::time::timeout(Duration::from_secs(60), dev.child.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "sandboxd dev exited with {status}");
 }

@@ -1,10 +1,12 @@
 //! `sandboxd dev` end to end: the README's run command on throwaway PostgreSQL, Redis and S3,
 //! with the README's grpcurl and sandboxctl tours run against it exactly as written.
 
-use std::{path::Path, process::Stdio, time::Duration};
+mod common;
 
+use std::path::Path;
+
+use common::dev_process::DevProcess;
 use sandboxd::{config::S3Config, dev::InProcessS3, objectstore};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const DEV_KEY: &str = "sbx_devtest0000000000000000000000000000000000000001";
 
@@ -43,27 +45,8 @@ async fn run_tour(name: &str, envs: &[(&str, String)]) -> String {
 #[tokio::test]
 async fn sandboxd_dev_serves_on_throwaway_dependencies_and_the_readme_tours_work() {
     let data = tempfile::tempdir().unwrap();
-    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_sandboxd"))
-        .args(["dev", "--listen", "127.0.0.1:0", "--dashboard-listen", "127.0.0.1:0", "--data-dir"])
-        .arg(data.path())
-        .env_remove("DATABASE_URL")
-        .env_remove("REDIS_URL")
-        .env("SANDBOXD_DEV_API_KEY", DEV_KEY)
-        .stdout(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("sandboxd dev starts");
-    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let addr = tokio::time::timeout(Duration::from_secs(120), async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(addr) = line.trim().strip_prefix("gRPC address :") {
-                return addr.trim().to_string();
-            }
-        }
-        panic!("sandboxd dev exited before printing its address");
-    })
-    .await
-    .expect("sandboxd dev printed its address within 120 s");
+    let dev = DevProcess::start(data.path(), DEV_KEY).await;
+    let addr = dev.grpc.clone();
 
     let grpcurl =
         run_tour("grpcurl-tour", &[("ADDR", addr.clone()), ("KEY", DEV_KEY.into())]).await;
@@ -94,10 +77,7 @@ async fn sandboxd_dev_serves_on_throwaway_dependencies_and_the_readme_tours_work
     assert!(ctl.contains("discord-guild") && ctl.contains("DESTROYED"), "{ctl}");
 
     // SIGTERM drains and stops everything dev started, including the throwaway PostgreSQL.
-    let pid = dev.id().unwrap().to_string();
-    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
-    let status = tokio::time::timeout(Duration::from_secs(60), dev.wait()).await.unwrap().unwrap();
-    assert!(status.success(), "sandboxd dev exited with {status}");
+    dev.stop().await;
     assert!(
         !data.path().join("postgres/data/postmaster.pid").exists(),
         "the throwaway PostgreSQL was stopped"

@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod dev_process;
 pub mod gate;
 pub mod http1;
 pub mod log_capture;
