@@ -189,7 +189,8 @@ async fn tools_of_services_the_server_does_not_offer_are_not_listed() {
     let addr = format!("http://{addr}");
     let sandboxctl = env!("CARGO_BIN_EXE_sandboxctl");
     let output =
-        run_agent("", "", &["--sandboxctl", sandboxctl, "--addr", &addr, "--expect-no-tools"]).await;
+        run_agent("", "", &["--sandboxctl", sandboxctl, "--addr", &addr, "--expect-no-tools"])
+            .await;
     server.abort();
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

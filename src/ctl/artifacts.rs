@@ -215,9 +215,11 @@ pub(crate) fn publish_messages(
     content: &[u8],
 ) -> Vec<PublishArtifactRequest> {
     let mut messages = vec![PublishArtifactRequest { content: Some(Content::Header(header)) }];
-    messages.extend(content.chunks(UPLOAD_CHUNK).map(|chunk| PublishArtifactRequest {
-        content: Some(Content::Chunk(chunk.to_vec())),
-    }));
+    messages.extend(
+        content
+            .chunks(UPLOAD_CHUNK)
+            .map(|chunk| PublishArtifactRequest { content: Some(Content::Chunk(chunk.to_vec())) }),
+    );
     messages
 }
 

@@ -19,8 +19,8 @@ use super::{
 use crate::{
     ctl::artifacts::{parse_state, parse_type, publish_messages, state_name, type_name},
     proto::{
-        self, GetArtifactRequest, ListArtifactsRequest, PublishArtifactHeader,
-        ReadArtifactRequest, ReviewArtifactRequest, ReviewDecision,
+        self, GetArtifactRequest, ListArtifactsRequest, PublishArtifactHeader, ReadArtifactRequest,
+        ReviewArtifactRequest, ReviewDecision,
     },
 };
 
@@ -271,7 +271,9 @@ impl SandboxdMcp {
         let messages = tokio_stream::iter(publish_messages(header, &content));
         let artifact = cancellable(&cancel, self.artifacts().publish_artifact(messages))
             .await
-            .map_err(|e| e.with_alias("sandbox_id", "sandbox").with_alias("chunk", content_argument))?
+            .map_err(|e| {
+                e.with_alias("sandbox_id", "sandbox").with_alias("chunk", content_argument)
+            })?
             .into_inner();
         Ok(Json(artifact.into()))
     }
@@ -357,8 +359,9 @@ impl SandboxdMcp {
             }
             Ok(content)
         };
-        let content =
-            cancellable(&cancel, read).await.map_err(|e| e.with_alias("artifact_id", "artifact"))?;
+        let content = cancellable(&cancel, read)
+            .await
+            .map_err(|e| e.with_alias("artifact_id", "artifact"))?;
         let size_bytes = content.len() as u64;
         if size_bytes > READ_MAX {
             return Err(too_large_to_read(&artifact.artifact_id, size_bytes));

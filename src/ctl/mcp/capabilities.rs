@@ -15,8 +15,8 @@ use tonic::{Code, Status};
 
 use super::SandboxdMcp;
 use crate::proto::{
-    ExecRequest, GetArtifactRequest, GetSandboxRequest, GetSyncStatusRequest, GitStatusRequest, ListFilesRequest,
-    ReleaseLockRequest, get_sandbox_request::Selector,
+    ExecRequest, GetArtifactRequest, GetSandboxRequest, GetSyncStatusRequest, GitStatusRequest,
+    ListFilesRequest, ReleaseLockRequest, get_sandbox_request::Selector,
 };
 
 const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
