@@ -4,7 +4,9 @@
 It lists the tools and checks every schema is valid JSON Schema, creates (then ensures) a
 sandbox, writes, lists and reads a file, lists, gets and extends the sandbox, pushes and pulls
 its workspace, takes and releases a lock, sees the git tools refuse a workspace that is no
-repository, runs a command whose output must arrive as progress
+repository, publishes artifacts (text and base64), lists them PENDING, reads them back equal,
+sees its own review refused under four eyes and, in a second session with the reviewer's key
+(SANDBOXD_REVIEWER_API_KEY, an admin who is not the publisher), approves one, runs a command whose output must arrive as progress
 notifications before it ends, cancels a long command and checks the process is gone, reads the
 templates and connection resources, gets structured errors for a bad template and a bad
 argument, and destroys the sandbox. Prints `mcp agent example: OK` and exits 0 on success.
@@ -12,7 +14,8 @@ argument, and destroys the sandbox. Prints `mcp agent example: OK` and exits 0 o
     python3 clients/python/mcp_agent.py --sandboxctl target/debug/sandboxctl \\
         --addr http://127.0.0.1:50051 --template <a template with the process runtime>
 
-The API key comes from SANDBOXD_API_KEY. With --http URL it talks to a running
+The API key comes from SANDBOXD_API_KEY, the reviewer's from SANDBOXD_REVIEWER_API_KEY (the
+tenant must require four eyes for artifacts). With --http URL it talks to a running
 `sandboxctl mcp --listen` over streamable HTTP instead, sending the key as
 `Authorization: Bearer` (and first checks that a client without a key is refused). With
 --expect-no-tools it only checks that the server lists no tools (for a gRPC server that offers
@@ -20,6 +23,7 @@ none of sandboxd's services).
 """
 
 import argparse
+import base64
 import os
 import sys
 import time
@@ -40,8 +44,12 @@ EXPECTED_TOOLS = {
     "sandbox_create", "sandbox_list", "sandbox_get", "sandbox_extend", "sandbox_release",
     "sandbox_destroy", "exec", "file_list", "file_read", "file_write", "workspace_push",
     "workspace_pull", "git_status", "git_diff", "git_pull", "git_push", "lock_acquire",
-    "lock_release",
+    "lock_release", "publish_artifact", "list_artifacts", "get_artifact", "read_artifact",
+    "review_artifact",
 }
+
+# The report the agent publishes; tests/mcp.rs checks the stored bytes equal it.
+REPORT = "# Login fix\nThe agent changed notes/hello.txt.\n"
 
 
 def check(condition, what):
@@ -106,7 +114,51 @@ def check_schemas(tools):
     check(not validator.is_valid({"template": "t", "colour": "red"}), "unknown arguments pass the schema")
 
 
-async def session(client, template):
+async def artifacts(client, connect_reviewer):
+    """Publishes, lists, reads and (refused, then by the reviewer) reviews artifacts."""
+    report = await call(client, "publish_artifact", {"sandbox": "mcp-box", "type": "text", "title": "login fix report", "text": REPORT, "sandbox_path": "notes/report.md", "conversation_id": "mcp-conv-1", "request_id": "mcp-report-1"})
+    check(report["review_state"] == "PENDING" and report["size_bytes"] == len(REPORT.encode()), f"{report}")
+    check(report["content_type"] == "text/plain" and report["preview"] == REPORT, f"{report}")
+    again = await call(client, "publish_artifact", {"sandbox": "mcp-box", "type": "text", "title": "login fix report", "text": REPORT, "request_id": "mcp-report-1"})
+    check(again["artifact_id"] == report["artifact_id"], f"the request_id made another: {again}")
+    binary = bytes(range(256))
+    blob = await call(client, "publish_artifact", {"sandbox": "mcp-box", "type": "other", "title": "bytes", "base64": base64.b64encode(binary).decode()})
+    big = await call(client, "publish_artifact", {"sandbox": "mcp-box", "type": "log", "title": "long log", "text": "a" * (1024 * 1024 + 1)})
+
+    listed = await call(client, "list_artifacts", {"sandbox": "mcp-box", "review_state": "pending"})
+    check({a["artifact_id"] for a in listed["artifacts"]} == {report["artifact_id"], blob["artifact_id"], big["artifact_id"]}, f"{listed}")
+    check(all(a["review_state"] == "PENDING" for a in listed["artifacts"]), f"{listed}")
+    read = await call(client, "read_artifact", {"artifact": report["artifact_id"]})
+    check(read["content"] == REPORT and read["encoding"] == "utf-8", f"{read}")
+    read = await call(client, "read_artifact", {"artifact": blob["artifact_id"]})
+    check(read["encoding"] == "base64" and base64.b64decode(read["content"]) == binary, f"{read}")
+    text, error = await call_failing(client, "read_artifact", {"artifact": big["artifact_id"]})
+    check(error.get("reason") == "ARTIFACT_TOO_LARGE_TO_READ" and "1048577 bytes" in text, text)
+    text, error = await call_failing(client, "publish_artifact", {"sandbox": "mcp-box", "type": "text", "title": "t", "text": "x", "base64": "eA=="})
+    check(error.get("code") == "INVALID_ARGUMENT" and error["field_violations"][0]["field"] == "base64", text)
+    text, error = await call_failing(client, "publish_artifact", {"sandbox": "mcp-box", "type": "movie", "title": "t", "text": "x"})
+    check(error["field_violations"][0]["field"] == "type", text)
+
+    # Four eyes: the publisher may not review its own artifact, and it stays PENDING.
+    text, error = await call_failing(client, "review_artifact", {"artifact": report["artifact_id"], "decision": "approve"})
+    check(error.get("code") == "PERMISSION_DENIED" and error.get("reason") == "FOUR_EYES_REQUIRED", text)
+    check("four eyes" in text and not error.get("retryable"), text)
+    got = await call(client, "get_artifact", {"artifact": report["artifact_id"]})
+    check(got["review_state"] == "PENDING", f"{got}")
+    print("artifacts: the publisher's own review was refused (four eyes)")
+
+    async with connect_reviewer() as reviewer:
+        approved = await call(reviewer, "review_artifact", {"artifact": report["artifact_id"], "decision": "approve", "comment": "looks right", "etag": got["etag"]})
+        check(approved["review_state"] == "APPROVED" and approved["reviewer"] != approved["publisher"], f"{approved}")
+        text, error = await call_failing(reviewer, "review_artifact", {"artifact": report["artifact_id"], "decision": "reject"})
+        check(error.get("reason") == "ARTIFACT_ALREADY_REVIEWED", text)
+    listed = await call(client, "list_artifacts", {"sandbox": "mcp-box", "review_state": "APPROVED"})
+    check([a["artifact_id"] for a in listed["artifacts"]] == [report["artifact_id"]], f"{listed}")
+    print(f"artifact_id={report['artifact_id']}")
+    print("artifacts: published, listed PENDING, read back equal, approved by the reviewer")
+
+
+async def session(client, template, connect_reviewer):
     check_schemas((await client.list_tools()).tools)
     print(f"tools: {len(EXPECTED_TOOLS)} listed, every schema valid")
 
@@ -154,6 +206,8 @@ async def session(client, template):
     released = await call(client, "lock_release", {"resource": "mcp-test-lock", "owner_token": lease["owner_token"]})
     again = await call(client, "lock_release", {"resource": "mcp-test-lock", "owner_token": lease["owner_token"]})
     check(released["released"] and not again["released"], f"{released} {again}")
+
+    await artifacts(client, connect_reviewer)
 
     # The workspace is no git repository: every git tool says so, as a structured error.
     for tool in ("git_status", "git_diff", "git_pull", "git_push"):
@@ -227,23 +281,30 @@ async def main():
     parser.add_argument("--expect-no-tools", action="store_true")
     args = parser.parse_args()
     api_key = os.environ.get("SANDBOXD_API_KEY", "")
+    reviewer_key = os.environ.get("SANDBOXD_REVIEWER_API_KEY", "")
+
+    def server_with(key):
+        """The MCP server to talk to, calling sandboxd with `key`."""
+        if args.http:
+            return http_transport(args.http, key)
+        env = {"SANDBOXD_ADDR": args.addr, "SANDBOXD_API_KEY": key}
+        return StdioServerParameters(command=args.sandboxctl, args=["mcp"], env=env)
+
     if args.http:
         async with Client(http_transport(args.http, None)) as anonymous:
             text, error = await call_failing(anonymous, "sandbox_list", {})
             check(error.get("code") == "UNAUTHENTICATED", f"a client without a key got: {text}")
         print("http: a client without an API key is refused by sandboxd")
-        server = http_transport(args.http, api_key)
     else:
         check(args.sandboxctl and args.addr, "--sandboxctl and --addr are required without --http")
-        env = {"SANDBOXD_ADDR": args.addr, "SANDBOXD_API_KEY": api_key}
-        server = StdioServerParameters(command=args.sandboxctl, args=["mcp"], env=env)
-    async with Client(server) as client:
+    async with Client(server_with(api_key)) as client:
         if args.expect_no_tools:
             tools = (await client.list_tools()).tools
             check(tools == [], f"tools listed by a server that offers none: {[t.name for t in tools]}")
         else:
             check(args.template, "--template is required")
-            await session(client, args.template)
+            check(reviewer_key, "SANDBOXD_REVIEWER_API_KEY is required (an admin who is not the publisher)")
+            await session(client, args.template, lambda: Client(server_with(reviewer_key)))
     print("mcp agent example: OK")
 
 

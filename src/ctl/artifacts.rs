@@ -125,11 +125,7 @@ pub async fn run(
                 sandbox_path,
                 request_id,
             };
-            let mut messages =
-                vec![PublishArtifactRequest { content: Some(Content::Header(header)) }];
-            messages.extend(content.chunks(UPLOAD_CHUNK).map(|chunk| PublishArtifactRequest {
-                content: Some(Content::Chunk(chunk.to_vec())),
-            }));
+            let messages = publish_messages(header, &content);
             let artifact = client.publish_artifact(tokio_stream::iter(messages)).await?;
             print_artifact(&artifact.into_inner(), json);
         }
@@ -213,6 +209,30 @@ pub async fn run(
     Ok(())
 }
 
+/// The `PublishArtifact` stream for `content`: the header, then the content in chunks.
+pub(crate) fn publish_messages(
+    header: PublishArtifactHeader,
+    content: &[u8],
+) -> Vec<PublishArtifactRequest> {
+    let mut messages = vec![PublishArtifactRequest { content: Some(Content::Header(header)) }];
+    messages.extend(
+        content
+            .chunks(UPLOAD_CHUNK)
+            .map(|chunk| PublishArtifactRequest { content: Some(Content::Chunk(chunk.to_vec())) }),
+    );
+    messages
+}
+
+/// The artifact type a name (`file`, `diff`, ... as `--type` takes it, any case) stands for.
+pub(crate) fn parse_type(name: &str) -> Option<ArtifactType> {
+    KindArg::from_str(name.trim(), true).ok().map(wire_type)
+}
+
+/// The review state a name (`pending`, `approved`, `rejected`, any case) stands for.
+pub(crate) fn parse_state(name: &str) -> Option<ReviewState> {
+    StateArg::from_str(name.trim(), true).ok().map(wire_state)
+}
+
 fn wire_type(kind: KindArg) -> ArtifactType {
     match kind {
         KindArg::File => ArtifactType::File,
@@ -232,7 +252,7 @@ fn wire_state(state: StateArg) -> ReviewState {
     }
 }
 
-fn type_name(kind: ArtifactType) -> &'static str {
+pub(crate) fn type_name(kind: ArtifactType) -> &'static str {
     match kind {
         ArtifactType::Unspecified => "?",
         ArtifactType::File => "file",
@@ -244,7 +264,7 @@ fn type_name(kind: ArtifactType) -> &'static str {
     }
 }
 
-fn state_name(state: ReviewState) -> &'static str {
+pub(crate) fn state_name(state: ReviewState) -> &'static str {
     match state {
         ReviewState::Unspecified => "?",
         ReviewState::Pending => "PENDING",

@@ -1,8 +1,8 @@
 //! Which capabilities the connected server offers, so that tools for the others are not listed.
 //!
 //! One cheap probe per capability, run on the first `tools/list` (and again on later ones until
-//! every probe got a definite answer): a call about a sandbox that cannot exist (the nil UUID)
-//! or a lock nobody holds. An `UNIMPLEMENTED` answer, whether the server's own (`ErrorInfo`
+//! every probe got a definite answer): a call about a sandbox or an artifact that cannot exist
+//! (the nil UUID) or a lock nobody holds. An `UNIMPLEMENTED` answer, whether the server's own (`ErrorInfo`
 //! reason `NOT_IMPLEMENTED`) or tonic's for a service or method the server does not serve, means
 //! absent; any other answer from the RPC (`NOT_FOUND`, `INVALID_ARGUMENT`, success) means
 //! offered. Answers that say nothing about the RPC (`UNAVAILABLE`, `UNAUTHENTICATED`, a timeout)
@@ -15,11 +15,11 @@ use tonic::{Code, Status};
 
 use super::SandboxdMcp;
 use crate::proto::{
-    ExecRequest, GetSandboxRequest, GetSyncStatusRequest, GitStatusRequest, ListFilesRequest,
-    ReleaseLockRequest, get_sandbox_request::Selector,
+    ExecRequest, GetArtifactRequest, GetSandboxRequest, GetSyncStatusRequest, GitStatusRequest,
+    ListFilesRequest, ReleaseLockRequest, get_sandbox_request::Selector,
 };
 
-const NIL_SANDBOX: &str = "00000000-0000-0000-0000-000000000000";
+const NIL_UUID: &str = "00000000-0000-0000-0000-000000000000";
 const PROBE_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,16 +30,18 @@ pub(crate) enum Capability {
     WorkspaceSync,
     Git,
     Locks,
+    Artifacts,
 }
 
 impl Capability {
-    pub(crate) const ALL: [Capability; 6] = [
+    pub(crate) const ALL: [Capability; 7] = [
         Capability::Lifecycle,
         Capability::Exec,
         Capability::Files,
         Capability::WorkspaceSync,
         Capability::Git,
         Capability::Locks,
+        Capability::Artifacts,
     ];
 
     /// The capability a tool needs (every tool needs exactly one).
@@ -51,6 +53,9 @@ impl Capability {
             _ if tool.starts_with("file_") => Capability::Files,
             _ if tool.starts_with("git_") => Capability::Git,
             _ if tool.starts_with("lock_") => Capability::Locks,
+            _ if tool.ends_with("_artifact") || tool.ends_with("_artifacts") => {
+                Capability::Artifacts
+            }
             _ => return None,
         };
         Some(capability)
@@ -99,7 +104,7 @@ pub(crate) async fn probe_all(server: &SandboxdMcp) -> (BTreeSet<Capability>, bo
 }
 
 async fn probe(server: &SandboxdMcp, capability: Capability) -> Result<(), Status> {
-    let sandbox_id = NIL_SANDBOX.to_string();
+    let sandbox_id = NIL_UUID.to_string();
     match capability {
         Capability::Lifecycle => {
             let request = GetSandboxRequest { selector: Some(Selector::SandboxId(sandbox_id)) };
@@ -127,6 +132,10 @@ async fn probe(server: &SandboxdMcp, capability: Capability) -> Result<(), Statu
                 owner_token: "probe".into(),
             };
             server.sync().release_lock(request).await.map(drop)
+        }
+        Capability::Artifacts => {
+            let request = GetArtifactRequest { artifact_id: NIL_UUID.into() };
+            server.artifacts().get_artifact(request).await.map(drop)
         }
     }
 }
@@ -163,5 +172,7 @@ mod tests {
         }
         assert_eq!(Capability::of_tool("workspace_push"), Some(Capability::WorkspaceSync));
         assert_eq!(Capability::of_tool("file_write"), Some(Capability::Files));
+        assert_eq!(Capability::of_tool("list_artifacts"), Some(Capability::Artifacts));
+        assert_eq!(Capability::of_tool("review_artifact"), Some(Capability::Artifacts));
     }
 }

@@ -156,6 +156,10 @@ impl ToolError {
                 "Destroy sandboxes you no longer need (sandbox_list, sandbox_destroy), then retry."
             }
             Code::ResourceExhausted => "Send less at once (smaller content or fewer items).",
+            Code::FailedPrecondition if self.reason == super::artifacts::TOO_LARGE_TO_READ => {
+                "Too large for one tool result: read it outside MCP (sandboxctl artifact cat), or \
+                 read its sandbox_path in pieces with file_read while the sandbox runs."
+            }
             Code::FailedPrecondition => {
                 "The target is not in a state that allows this; inspect it (sandbox_get, \
                  git_status) and change it first. Retrying unchanged will fail the same way."
@@ -167,6 +171,10 @@ impl ToolError {
             Code::Unauthenticated => {
                 "The MCP server's SANDBOXD_API_KEY is missing, wrong, expired or revoked; a person \
                  must fix the server's configuration. Retrying will not help."
+            }
+            Code::PermissionDenied if self.reason == "FOUR_EYES_REQUIRED" => {
+                "This tenant requires four eyes: whoever published an artifact may not review it. \
+                 Leave the review to a person with another key; retrying will not help."
             }
             Code::PermissionDenied => "The API key's role may not do this; retrying will not help.",
             Code::Unimplemented => "This server does not offer it; do not retry.",

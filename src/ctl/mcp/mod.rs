@@ -2,13 +2,15 @@
 //! `rmcp`) over stdio, for coding agents. Every tool is one or two calls of the public gRPC API
 //! with the caller's API key, through the same generated clients as the rest of sandboxctl.
 //!
-//! Layout: tools by area ([`sandboxes`], [`exec`], [`files`], [`sync_git`], [`locks`]), errors
+//! Layout: tools by area ([`sandboxes`], [`exec`], [`files`], [`sync_git`], [`locks`],
+//! [`artifacts`]), errors
 //! ([`errors`]), which capabilities the server offers ([`capabilities`]) and resources
 //! ([`resources`]). Nothing here writes to stdout (the transport) or logs tool results (they
 //! can hold lock tokens and credentials). rmcp itself logs whole results at `debug`; sandboxctl
 //! installs no tracing subscriber, so they go nowhere; one added later must keep `rmcp` at
 //! `info` or above.
 
+mod artifacts;
 mod capabilities;
 mod convert;
 mod errors;
@@ -41,12 +43,13 @@ use super::{Bearer, Client, Connection};
 
 pub(crate) use self::http_transport::serve_http;
 use crate::proto::{
-    sandbox_control_client::SandboxControlClient, sync_service_client::SyncServiceClient,
+    artifact_service_client::ArtifactServiceClient, sandbox_control_client::SandboxControlClient,
+    sync_service_client::SyncServiceClient,
 };
 
 /// Every tool, for the tests that check each is listed and mapped to a capability.
 #[cfg(test)]
-const TOOL_NAMES: [&str; 18] = [
+const TOOL_NAMES: [&str; 23] = [
     "sandbox_create",
     "sandbox_list",
     "sandbox_get",
@@ -65,15 +68,23 @@ const TOOL_NAMES: [&str; 18] = [
     "git_push",
     "lock_acquire",
     "lock_release",
+    "publish_artifact",
+    "list_artifacts",
+    "get_artifact",
+    "read_artifact",
+    "review_artifact",
 ];
 
 const INSTRUCTIONS: &str = "sandboxd gives you isolated, time-limited sandboxes: a workspace \
 directory where commands run (exec), files (file_*), sync with object storage (workspace_*), \
-git (git_*) and distributed locks (lock_*). Typical flow: sandbox_create (ensure: true with a \
-name to reuse yours), work in it, git_push or workspace_push your work, sandbox_destroy. Tools \
-take a sandbox by id or name. Errors say the gRPC code, the reason and each bad argument.";
+git (git_*), distributed locks (lock_*) and artifacts for human review (publish_artifact, \
+list_artifacts, get_artifact, read_artifact, review_artifact). Typical flow: sandbox_create \
+(ensure: true with a name to reuse yours), work in it, git_push or workspace_push your work or \
+publish_artifact it for review, sandbox_destroy. Leave reviews to people. Tools take a sandbox \
+by id or name. Errors say the gRPC code, the reason and each bad argument.";
 
 type SyncClient = SyncServiceClient<InterceptedService<Channel, Bearer>>;
+type ArtifactClient = ArtifactServiceClient<InterceptedService<Channel, Bearer>>;
 
 #[derive(Clone)]
 pub(crate) struct SandboxdMcp {
@@ -117,7 +128,8 @@ impl SandboxdMcp {
                 + Self::exec_tools()
                 + Self::file_tools()
                 + Self::sync_git_tools()
-                + Self::lock_tools(),
+                + Self::lock_tools()
+                + Self::artifact_tools(),
         }
     }
 
@@ -127,6 +139,10 @@ impl SandboxdMcp {
 
     pub(crate) fn sync(&self) -> SyncClient {
         SyncServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
+    }
+
+    pub(crate) fn artifacts(&self) -> ArtifactClient {
+        ArtifactServiceClient::with_interceptor(self.channel.clone(), self.bearer.clone())
     }
 
     /// This server with the API key of the HTTP request behind `context` (over HTTP), or as it
@@ -257,7 +273,8 @@ mod tests {
             + SandboxdMcp::exec_tools()
             + SandboxdMcp::file_tools()
             + SandboxdMcp::sync_git_tools()
-            + SandboxdMcp::lock_tools();
+            + SandboxdMcp::lock_tools()
+            + SandboxdMcp::artifact_tools();
         let names: Vec<String> = router.list_all().iter().map(|t| t.name.to_string()).collect();
         let mut expected: Vec<String> = TOOL_NAMES.iter().map(|s| s.to_string()).collect();
         expected.sort();
