@@ -811,19 +811,6 @@ async fn bytes_round_trip_and_corruption_is_caught_on_moto() {
     assert_eq!(failed.code(), Code::DataLoss);
 }
 
-/// The server's own count of PublishArtifact calls that ended `CANCELLED`.
-async fn cancelled_publications(app: &TestApp) -> bool {
-    let server = &app.server().app;
-    let templates: Vec<String> = server.templates.iter().map(|t| t.name.clone()).collect();
-    let text = server.metrics.render(&server.store, &templates).await.unwrap();
-    text.lines().any(|line| {
-        line.starts_with("grpc_server_handled_total{")
-            && line.contains("method=\"PublishArtifact\"")
-            && line.contains("code=\"CANCELLED\"")
-            && line.ends_with(" 1")
-    })
-}
-
 #[tokio::test]
 async fn a_publication_the_client_abandons_mid_stream_leaves_nothing() {
     let captured = common::log_capture::CapturedLogs::install();
@@ -854,16 +841,11 @@ async fn a_publication_the_client_abandons_mid_stream_leaves_nothing() {
     call.abort();
     assert!(call.await.unwrap_err().is_cancelled());
     common::eventually("the server saw the call cancelled", Duration::from_secs(10), || {
-        cancelled_publications(app)
+        common::one_cancelled_call(app, "PublishArtifact")
     })
     .await;
     // Work a handler hands off runs to completion on tracked tasks: wait until none is left.
-    let tasks = app.server().app.sandboxes.tasks().clone();
-    common::eventually("no publication work in flight", Duration::from_secs(10), || {
-        let tasks = tasks.clone();
-        async move { tasks.is_empty() }
-    })
-    .await;
+    common::wait_for_handed_off_work(app).await;
     drop(sender);
     assert_eq!(artifact_rows(app).await, 0, "no record of the abandoned publication");
     let stored = object_keys(app, &format!("sandboxes/{sandbox}/artifacts/")).await;

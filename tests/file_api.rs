@@ -132,19 +132,6 @@ async fn paths_that_leave_the_workspace_are_refused_even_through_planted_symlink
     assert_eq!(error_reason(&status), "NO_RUNTIME");
 }
 
-/// The server's count of WriteFile calls that ended `CANCELLED`.
-async fn cancelled_writes(app: &TestApp) -> bool {
-    let server = &app.server().app;
-    let templates: Vec<String> = server.templates.iter().map(|t| t.name.clone()).collect();
-    let text = server.metrics.render(&server.store, &templates).await.unwrap();
-    text.lines().any(|line| {
-        line.starts_with("grpc_server_handled_total{")
-            && line.contains("method=\"WriteFile\"")
-            && line.contains("code=\"CANCELLED\"")
-            && line.ends_with(" 1")
-    })
-}
-
 #[tokio::test]
 async fn a_write_the_client_abandons_mid_stream_leaves_the_file_as_it_was() {
     let captured = common::log_capture::CapturedLogs::install();
@@ -171,15 +158,10 @@ async fn a_write_the_client_abandons_mid_stream_leaves_the_file_as_it_was() {
     common::eventually(
         "the server saw the call cancelled",
         std::time::Duration::from_secs(10),
-        || cancelled_writes(&app),
+        || common::one_cancelled_call(&app, "WriteFile"),
     )
     .await;
-    let tasks = app.server().app.sandboxes.tasks().clone();
-    common::eventually("no work in flight", std::time::Duration::from_secs(10), || {
-        let tasks = tasks.clone();
-        async move { tasks.is_empty() }
-    })
-    .await;
+    common::wait_for_handed_off_work(&app).await;
     drop(sender);
     assert_eq!(
         read(&app, &id, "keep.txt").await.unwrap(),

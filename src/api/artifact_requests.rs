@@ -4,8 +4,8 @@
 use uuid::Uuid;
 
 use super::{
-    convert::{self, violations_to_result},
-    requests::{collect, optional_sandbox_id, sandbox_id},
+    convert::violations_to_result,
+    requests::{collect, optional_sandbox_id, resume_after, sandbox_id},
 };
 use crate::{
     artifacts::{
@@ -166,19 +166,7 @@ pub fn review(request: proto::ReviewArtifactRequest) -> Result<ReviewSpec> {
 
 pub fn watch(request: proto::WatchArtifactsRequest) -> Result<ArtifactWatchSpec> {
     let mut violations = Vec::new();
-    let after = match request.resume_token.as_str() {
-        "" => None,
-        token => match convert::decode_resume_token(ARTIFACT_EVENTS_STREAM, token) {
-            Some(id) => Some(id),
-            None => {
-                violations.push(FieldViolation::new(
-                    "resume_token",
-                    "is not a resume token of this stream",
-                ));
-                None
-            }
-        },
-    };
+    let after = resume_after(ARTIFACT_EVENTS_STREAM, &request.resume_token, &mut violations);
     let sandbox_id = collect(optional_sandbox_id(&request.sandbox_id), &mut violations).flatten();
     let conversation_id = optional_conversation_id(request.conversation_id, &mut violations);
     violations_to_result(ArtifactWatchSpec { after, sandbox_id, conversation_id }, violations)

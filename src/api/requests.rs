@@ -321,21 +321,28 @@ pub fn audit(request: proto::ListAuditEventsRequest) -> Result<AuditRequest> {
     violations_to_result(parsed, violations)
 }
 
+/// The position a watch of `stream` resumes after: none for an empty `token`, and a violation
+/// of `resume_token` for a token that is not one of this stream's.
+pub(super) fn resume_after(
+    stream: &str,
+    token: &str,
+    violations: &mut Vec<FieldViolation>,
+) -> Option<i64> {
+    if token.is_empty() {
+        return None;
+    }
+    let after = convert::decode_resume_token(stream, token);
+    if after.is_none() {
+        violations
+            .push(FieldViolation::new("resume_token", "is not a resume token of this stream"));
+    }
+    after
+}
+
 pub fn watch(request: proto::WatchSandboxesRequest) -> Result<WatchSpec> {
     let mut violations = Vec::new();
-    let after = match request.resume_token.as_str() {
-        "" => None,
-        token => match convert::decode_resume_token(convert::SANDBOX_EVENTS_STREAM, token) {
-            Some(id) => Some(id),
-            None => {
-                violations.push(FieldViolation::new(
-                    "resume_token",
-                    "is not a resume token of this stream",
-                ));
-                None
-            }
-        },
-    };
+    let after =
+        resume_after(convert::SANDBOX_EVENTS_STREAM, &request.resume_token, &mut violations);
     let sandbox_id = collect(optional_sandbox_id(&request.sandbox_id), &mut violations).flatten();
     let owner = optional_subject("owner", request.owner, &mut violations);
     violations_to_result(WatchSpec { after, sandbox_id, owner }, violations)

@@ -3,7 +3,7 @@
 
 use std::{io::Write, path::PathBuf};
 
-use clap::{Subcommand, ValueEnum};
+use clap::{Args, Subcommand, ValueEnum};
 use serde_json::{Value, json};
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
@@ -73,22 +73,20 @@ pub enum ArtifactCommand {
     /// Write an artifact's bytes to standard output.
     Cat { artifact: String },
     /// Approve a pending artifact.
-    Approve {
-        artifact: String,
-        #[arg(long, default_value = "")]
-        comment: String,
-        /// Fail if the artifact changed since this etag was read.
-        #[arg(long, default_value = "")]
-        etag: String,
-    },
+    Approve(ReviewArgs),
     /// Reject a pending artifact.
-    Reject {
-        artifact: String,
-        #[arg(long, default_value = "")]
-        comment: String,
-        #[arg(long, default_value = "")]
-        etag: String,
-    },
+    Reject(ReviewArgs),
+}
+
+/// What `approve` and `reject` take.
+#[derive(Args)]
+pub struct ReviewArgs {
+    artifact: String,
+    #[arg(long, default_value = "")]
+    comment: String,
+    /// Fail if the artifact changed since this etag was read.
+    #[arg(long, default_value = "")]
+    etag: String,
 }
 
 pub async fn run(
@@ -185,28 +183,27 @@ pub async fn run(
             }
             stdout.flush()?;
         }
-        ArtifactCommand::Approve { artifact, comment, etag } => {
-            let decision = ReviewDecision::Approve;
-            let request = ReviewArtifactRequest {
-                artifact_id: artifact,
-                decision: decision.into(),
-                comment,
-                etag,
-            };
+        ArtifactCommand::Approve(review) => {
+            let request = review.request(ReviewDecision::Approve);
             print_artifact(&client.review_artifact(request).await?.into_inner(), json);
         }
-        ArtifactCommand::Reject { artifact, comment, etag } => {
-            let decision = ReviewDecision::Reject;
-            let request = ReviewArtifactRequest {
-                artifact_id: artifact,
-                decision: decision.into(),
-                comment,
-                etag,
-            };
+        ArtifactCommand::Reject(review) => {
+            let request = review.request(ReviewDecision::Reject);
             print_artifact(&client.review_artifact(request).await?.into_inner(), json);
         }
     }
     Ok(())
+}
+
+impl ReviewArgs {
+    fn request(self, decision: ReviewDecision) -> ReviewArtifactRequest {
+        ReviewArtifactRequest {
+            artifact_id: self.artifact,
+            decision: decision.into(),
+            comment: self.comment,
+            etag: self.etag,
+        }
+    }
 }
 
 /// The `PublishArtifact` stream for `content`: the header, then the content in chunks.

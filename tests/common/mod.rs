@@ -601,3 +601,28 @@ pub async fn spawn_with_s3_and(
     .await;
     WithS3 { app, s3, _dirs: (templates, data) }
 }
+
+/// Whether the server's own metrics count exactly one call of `method` that ended `CANCELLED`
+/// (read in-process, without a metrics listener).
+pub async fn one_cancelled_call(app: &TestApp, method: &str) -> bool {
+    let server = &app.server().app;
+    let templates: Vec<String> = server.templates.iter().map(|t| t.name.clone()).collect();
+    let text = server.metrics.render(&server.store, &templates).await.unwrap();
+    let method = format!("method=\"{method}\"");
+    text.lines().any(|line| {
+        line.starts_with("grpc_server_handled_total{")
+            && line.contains(&method)
+            && line.contains("code=\"CANCELLED\"")
+            && line.ends_with(" 1")
+    })
+}
+
+/// Waits until no work a handler handed off to a tracked task (`run_to_completion`) is left.
+pub async fn wait_for_handed_off_work(app: &TestApp) {
+    let tasks = app.server().app.sandboxes.tasks().clone();
+    eventually("no handed-off work in flight", Duration::from_secs(10), || {
+        let tasks = tasks.clone();
+        async move { tasks.is_empty() }
+    })
+    .await;
+}
