@@ -23,7 +23,7 @@
 pub mod http;
 mod work;
 
-pub use work::{LockWaitOutcome, SyncFigures};
+pub use work::LockWaitOutcome;
 
 use std::{collections::HashSet, time::Duration};
 

@@ -21,6 +21,8 @@ use prometheus_client::{
     registry::Registry,
 };
 
+use crate::workspace::sync::SyncReport;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LockWaitLabels {
     scope: &'static str,
@@ -67,16 +69,6 @@ pub enum LockWaitOutcome {
     Acquired,
     NotAcquired,
     Error,
-}
-
-/// One workspace sync's figures, as the transfer reported them.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct SyncFigures {
-    pub files_scanned: u64,
-    pub files_transferred: u64,
-    pub files_deleted: u64,
-    pub files_skipped: u64,
-    pub bytes_transferred: u64,
 }
 
 pub(super) struct WorkMetrics {
@@ -146,7 +138,7 @@ impl super::Metrics {
     }
 
     /// Records what one push (`pushed`) or pull moved.
-    pub fn record_sync(&self, pushed: bool, figures: SyncFigures) {
+    pub fn record_sync(&self, pushed: bool, figures: &SyncReport) {
         let direction = if pushed { "push" } else { "pull" };
         for (action, count) in [
             ("scanned", figures.files_scanned),

@@ -14,7 +14,6 @@ use super::{Sandbox, SandboxId, SandboxSelector, manager::SandboxManager};
 use crate::{
     auth::Principal,
     error::Result,
-    metrics::SyncFigures,
     workspace::sync::{self, SyncReport, SyncRequest},
 };
 
@@ -62,16 +61,6 @@ fn record(direction: SyncDirection, report: &SyncReport) -> SyncRecord {
         duration: report.duration,
         // PostgreSQL keeps microseconds: answer what GetSyncStatus will report.
         finished_at: Utc::now().trunc_subsecs(6),
-    }
-}
-
-fn figures(report: &SyncReport) -> SyncFigures {
-    SyncFigures {
-        files_scanned: report.files_scanned,
-        files_transferred: report.files_transferred,
-        files_deleted: report.files_deleted,
-        files_skipped: report.files_skipped,
-        bytes_transferred: report.bytes_transferred,
     }
 }
 
@@ -175,7 +164,7 @@ impl SandboxManager {
                 sync::pull(&workspace, &target, &request, settings, cache).await?
             }
         };
-        self.metrics.record_sync(direction == SyncDirection::Push, figures(&report));
+        self.metrics.record_sync(direction == SyncDirection::Push, &report);
         let record = record(direction, &report);
         self.store.record_sync(sandbox.id, &record).await?;
         Ok(SyncOutcome { record, skipped: false })
